@@ -1,0 +1,44 @@
+# Two commands on a fresh Debian 12 machine with Python 3.11: `make demo` and `make test`.
+# Both create .venv, install the package with its dev extra, and install the Debian peers
+# the tests use (SIPp from sip-tester, tshark) when they are missing.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: all install peers lint typecheck pytest test demo bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+peers:
+	@bash scripts/install-peers.sh
+
+lint: install
+	$(VENV)/bin/ruff check siprec_src tests benchmarks
+	$(VENV)/bin/ruff format --check siprec_src tests benchmarks
+
+typecheck: install
+	$(VENV)/bin/mypy --strict siprec_src
+
+pytest: install peers
+	$(VENV)/bin/pytest
+
+test: lint typecheck pytest
+
+demo: install
+	$(VENV)/bin/siprec-src demo
+
+bench: install
+	$(PY) benchmarks/bench_sip.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
