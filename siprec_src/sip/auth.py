@@ -87,9 +87,7 @@ class Credentials:
 
 def parse_challenge(header_value: str) -> DigestChallenge:
     """Parse ``Digest realm="x", nonce="y", ...``; raise ``RemoteProtocolError`` if unusable."""
-    scheme, params = _parse_credentials_value(header_value, "challenge")
-    if scheme.lower() != "digest":
-        raise RemoteProtocolError(f"authentication scheme {scheme!r} is not supported, only Digest")
+    params = _parse_digest_params(header_value, "challenge")
     # RFC 2617 §3.2.1 / RFC 3261 §22.4: realm and nonce are required in a challenge.
     missing = [name for name in ("realm", "nonce") if name not in params]
     if missing:
@@ -127,10 +125,7 @@ def select_challenge(header_values: Iterable[str]) -> DigestChallenge:
 
 def parse_authorization(value: str) -> dict[str, str]:
     """Parameters of a ``Digest ...`` Authorization value: names lowercased, values unquoted."""
-    scheme, params = _parse_credentials_value(value, "Authorization")
-    if scheme.lower() != "digest":
-        raise RemoteProtocolError(f"authorization scheme {scheme!r} is not supported, only Digest")
-    return params
+    return _parse_digest_params(value, "Authorization")
 
 
 def build_authorization(
@@ -155,7 +150,16 @@ def build_authorization(
         raise LocalProtocolError(f"nonce_count {nonce_count} is outside 1..0xFFFFFFFF (RFC 7616 §3.4)")
     if not is_token(method):
         raise LocalProtocolError(f"method {method!r} is not a SIP token")
-    for name, text in (("username", credentials.username), ("uri", uri), ("cnonce", cnonce)):
+    texts = {
+        "username": credentials.username,
+        "uri": uri,
+        "cnonce": cnonce,
+        "realm": challenge.realm,
+        "nonce": challenge.nonce,
+        "opaque": challenge.opaque or "",
+    }
+    for name, text in texts.items():
+        # Even quoted, a CR or LF would end the header line early (RFC 3261 §25.1 qdtext).
         if "\r" in text or "\n" in text:
             raise LocalProtocolError(f"{name} contains a line break")
     qop = _choose_qop(challenge.qop)
@@ -378,8 +382,8 @@ def _response(
     return _hash(hash_name, f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
 
 
-def _parse_credentials_value(value: str, what: str) -> tuple[str, dict[str, str]]:
-    """Split ``Scheme name=value, name="quoted, value"`` (RFC 7235 §2.1, RFC 3261 §25.1)."""
+def _parse_digest_params(value: str, what: str) -> dict[str, str]:
+    """Parameters of ``Digest name=value, name="quoted, value"`` (RFC 7235 §2.1, RFC 3261 §25.1)."""
     text = value.strip(LWS)
     end = 0
     while end < len(text) and text[end] not in LWS:
@@ -387,6 +391,9 @@ def _parse_credentials_value(value: str, what: str) -> tuple[str, dict[str, str]
     scheme = text[:end]
     if not is_token(scheme):
         raise RemoteProtocolError(f"{what} {value!r} does not start with an authentication scheme")
+    if scheme.lower() != "digest":
+        # Checked before the parameters: other schemes (Basic's token68) have another syntax.
+        raise RemoteProtocolError(f"{what}: authentication scheme {scheme!r} is not supported, only Digest")
     params: dict[str, str] = {}
     i = end
     n = len(text)
@@ -422,4 +429,4 @@ def _parse_credentials_value(value: str, what: str) -> tuple[str, dict[str, str]
             # RFC 7235 §2.1: each parameter name MUST only occur once per challenge.
             raise RemoteProtocolError(f"{what}: parameter {name!r} appears twice")
         params[name] = param_value
-    return scheme, params
+    return params

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from siprec_src.errors import LocalProtocolError
 from siprec_src.sip.syntax import (
     LWS,
     Params,
@@ -90,6 +91,15 @@ def canonical_name(name: str) -> str:
 T = TypeVar("T")
 
 
+def _checked(name: str, value: str) -> str:
+    """Refuse a field that would break the message framing (header injection) and canonicalize."""
+    if not is_token(name):
+        raise LocalProtocolError(f"bad header name {name!r}")
+    if "\r" in value or "\n" in value:
+        raise LocalProtocolError(f"header {name} value contains CR or LF: {value!r}")
+    return canonical_name(name)
+
+
 class Headers:
     """Ordered, case-insensitive multimap of header fields."""
 
@@ -147,19 +157,19 @@ class Headers:
         return sum(1 for item in self._items if item[0] == lname)
 
     def add(self, name: str, value: str) -> None:
-        canon = canonical_name(name)
+        canon = _checked(name, value)
         self._items.append((canon.lower(), canon, value))
         self._cache.clear()
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before every other field (a new top Via, RFC 3261 §8.1.1.7)."""
-        canon = canonical_name(name)
+        canon = _checked(name, value)
         self._items.insert(0, (canon.lower(), canon, value))
         self._cache.clear()
 
     def set(self, name: str, value: str) -> None:
         """Replace every field called ``name`` by one, at the first one's place (or at the end)."""
-        canon = canonical_name(name)
+        canon = _checked(name, value)
         lname = canon.lower()
         out: list[tuple[str, str, str]] = []
         placed = False

@@ -138,7 +138,9 @@ def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
             while i < n and rest[i] in LWS:
                 i += 1
             if i < n and rest[i] != ";":
-                raise RemoteProtocolError(f"text after the quoted value of {name!r} in Content-Type {value!r}")
+                raise RemoteProtocolError(
+                    f"text after the quoted value of {name!r} in Content-Type {value!r}"
+                )
         else:
             end = _find_any(rest, ";", i)
             param_value = rest[i:end].strip(LWS)

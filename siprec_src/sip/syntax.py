@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from siprec_src.errors import RemoteProtocolError
+from siprec_src.errors import LocalProtocolError, RemoteProtocolError
 
 
 class SipParseError(RemoteProtocolError):
@@ -32,8 +32,21 @@ def is_word(text: str) -> bool:
 
 
 def quote(text: str) -> str:
-    """Render ``text`` as a quoted-string (RFC 3261 §25.1), escaping ``"`` and ``\\``."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """Render ``text`` as a quoted-string (RFC 3261 §25.1).
+
+    ``"``, ``\\`` and control characters are escaped as quoted-pairs. CR and LF cannot be
+    escaped at all (quoted-pair excludes them), and letting them through would inject header
+    lines, so they are refused.
+    """
+    out = ['"']
+    for ch in text:
+        if ch in "\r\n":
+            raise LocalProtocolError(f"a quoted string cannot contain CR or LF: {text!r}")
+        if ch in '"\\' or (ch < " " and ch != "\t") or ch == "\x7f":
+            out.append("\\")
+        out.append(ch)
+    out.append('"')
+    return "".join(out)
 
 
 def read_quoted(text: str, start: int) -> tuple[str, int]:
