@@ -180,6 +180,7 @@ class _StreamConnection(asyncio.Protocol):
         self.outbound = peer is not None
         self.local = Destination(transport_name, "0.0.0.0", 0)
         self.last_activity = self._loop.time()
+        self.closed_locally = False  # set when we close it, so the close is not reported as a failure
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
     @property
@@ -202,6 +203,7 @@ class _StreamConnection(asyncio.Protocol):
         try:
             items = self._framer.feed(data)
         except FramingError as exc:
+            self.closed_locally = True
             self.transport.close()
             self._owner._report(self.peer, f"framing error, connection closed: {exc.reason}")
             return
@@ -240,6 +242,7 @@ class _StreamConnection(asyncio.Protocol):
         # timer re-arms itself for the remaining time instead.
         if self._loop.time() >= self.last_activity + self._owner.idle_timeout:
             log.debug("closing idle %s connection to %s", self.transport_name, self.peer)
+            self.closed_locally = True
             if self.transport is not None:
                 self.transport.close()
         else:
@@ -454,9 +457,12 @@ class SipTransport:
         self._streams.discard(conn)
         if conn.peer is not None and self._by_peer.get(conn.peer) is conn:
             del self._by_peer[conn.peer]
-        # A clean close (ours, idle, or the peer's FIN) is not an error; a reset is.
-        if exc is not None and conn.peer is not None and not self._closed:
-            self._report(conn.peer, f"connection lost: {exc}")
+        # Our own close (idle, framing error, shutdown) is not news. A close by the peer is:
+        # transactions still waiting on that connection can get no answer over it any more
+        # (RFC 3261 §18.4), and a TLS peer that rejects us after the handshake closes this way.
+        if conn.peer is None or self._closed or conn.closed_locally:
+            return
+        self._report(conn.peer, f"connection lost: {exc}" if exc is not None else "connection closed by peer")
 
     def _datagram_received(self, data: bytes, source: Destination, local: Destination) -> None:
         if not data.strip(b"\r\n"):

@@ -658,6 +658,7 @@ class TransactionLayer:
                 "(RFC 3261 §17.1.1.3) and the TU sends the ACK for a 2xx with send_stateless (§13.2.2.4)"
             )
         try:
+            check_request(request)  # §8.1.1: To, From, CSeq, Call-ID, Via, each once where it must be
             via = request.top_via
             cseq = request.cseq
         except SipParseError as exc:
@@ -700,6 +701,13 @@ class TransactionLayer:
             raise LocalProtocolError(f"no live server transaction {transaction_id!r}")
         if not 100 <= response.status <= 699:
             raise LocalProtocolError(f"status {response.status} is not a SIP status code (RFC 3261 §7.2)")
+        try:
+            method = response.cseq.method
+        except SipParseError as exc:
+            raise LocalProtocolError(f"cannot send {response.status}: {exc.reason}") from exc
+        if method != tx.method:
+            # §8.2.6.2: the response copies the request's CSeq; another method means another request.
+            raise LocalProtocolError(f"a response to {method} cannot be sent on {transaction_id}")
         tx.send_response(response, now)
 
     def send_stateless(self, message: Request | Response, destination: Destination) -> None:
@@ -936,7 +944,6 @@ __all__ = [
     "MessageDiscarded",
     "RequestReceived",
     "ResponseReceived",
-    "State",
     "StrayResponseReceived",
     "TimerConfig",
     "TransactionEvent",
