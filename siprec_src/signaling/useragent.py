@@ -18,7 +18,7 @@ from siprec_src.sip.auth import Credentials
 from siprec_src.sip.dialog import DialogId
 from siprec_src.sip.message import Request, Response
 from siprec_src.sip.syntax import SipParseError
-from siprec_src.sip.target import Destination, stamp_received, target_for_uri
+from siprec_src.sip.target import Destination, target_for_uri
 from siprec_src.sip.uri import SipUri
 from siprec_src.sip.useragent import (
     RequestFailed,
@@ -181,8 +181,6 @@ class UserAgent:
     # --- transport callbacks --------------------------------------------------------------
 
     def _on_message(self, message: Request | Response, source: Destination, local: Destination) -> None:
-        if isinstance(message, Request):
-            stamp_received(message, source)  # RFC 3261 §18.2.1, RFC 3581
         self.core.receive(message, source, self.now())
         self._after()
 

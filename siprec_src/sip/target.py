@@ -19,8 +19,9 @@ import ipaddress
 from dataclasses import dataclass
 
 from siprec_src.errors import LocalProtocolError
-from siprec_src.sip.message import Request, Response
-from siprec_src.sip.syntax import LWS, SipParseError, get_param, split_outside_quotes
+from siprec_src.sip.headers import Via
+from siprec_src.sip.message import Request
+from siprec_src.sip.syntax import LWS, SipParseError, split_outside_quotes
 from siprec_src.sip.uri import SipUri, parse_host
 
 TRANSPORTS = ("udp", "tcp", "tls")
@@ -158,37 +159,13 @@ def stamp_received(request: Request, source: Destination) -> None:
     request.headers.prepend("Via", ", ".join([str(stamped), *rest]))
 
 
-def _port_value(text: str | None) -> int | None:
-    if text is None or not text.isdigit() or len(text) > 5 or not 0 < int(text) <= 65535:
-        return None
-    return int(text)
+def response_destination(via: Via, source: Destination) -> Destination:
+    """Where responses to a request that came from ``source`` go (RFC 3261 §18.2.2, RFC 3581 §4).
 
-
-def _unbracket(host: str) -> str:
-    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
-
-
-def response_destination(response: Response, transport: str) -> tuple[str, int]:
-    """Host and port to send ``response`` to when no connection to its requester is open.
-
-    ``transport`` is the transport the request arrived on. Over TCP/TLS the response first goes
-    back on the connection the request came on (RFC 3261 §18.2.2); this answer is for when that
-    connection is gone or for UDP. Order of RFC 3261 §18.2.2 with RFC 3581 §4: ``maddr``, then
-    ``received`` with ``rport`` (unreliable transports only: over a stream rport is the
-    client's ephemeral port, which nothing listens on), then ``received`` with the sent-by port,
-    then the sent-by host itself (a name the caller resolves, RFC 3263 §5).
+    Over TCP/TLS: back over the connection the request came on. Over UDP with ``rport``: the
+    source address and port, which is what gets back through a NAT. Plain UDP: the source IP
+    (``received``, which ``stamp_received`` always makes true) and the sent-by port.
     """
-    if transport not in TRANSPORTS:
-        raise LocalProtocolError(f"unknown transport {transport!r}; expected one of {TRANSPORTS}")
-    via = response.top_via
-    sent_by_port = via.port if via.port is not None else DEFAULT_PORTS[transport]
-    maddr = get_param(via.params, "maddr")
-    if maddr:
-        return _unbracket(maddr), sent_by_port
-    received = via.received
-    if received:
-        rport = _port_value(via.rport)
-        if transport == "udp" and rport is not None:
-            return _unbracket(received), rport
-        return _unbracket(received), sent_by_port
-    return via.host, sent_by_port
+    if source.reliable or via.rport is not None:
+        return source
+    return Destination(source.transport, source.host, via.port or DEFAULT_PORTS["udp"])

@@ -49,7 +49,7 @@ from siprec_src.errors import LocalProtocolError
 from siprec_src.sip.headers import Headers, Via
 from siprec_src.sip.message import Request, Response, check_request, response_to
 from siprec_src.sip.syntax import SipParseError
-from siprec_src.sip.target import Destination
+from siprec_src.sip.target import Destination, response_destination, stamp_received
 from siprec_src.sip.uri import Uri
 
 # RFC 3261 §8.1.1.7: a branch that starts with this cookie was built by an RFC 3261 element,
@@ -754,7 +754,7 @@ class TransactionLayer:
             self._reject(request, source, exc)
             return
         # §18.2.1: stamp where the request really came from before anyone copies the Via.
-        _stamp_via(request, via, source)
+        stamp_received(request, source)
         tx = next((self._servers[key] for key in keys if key in self._servers), None)
         if request.method == "ACK":
             if isinstance(tx, _ServerInvite) and tx.acknowledged_by(request):
@@ -771,7 +771,7 @@ class TransactionLayer:
             transaction_id = f"server:{request.method}:rfc2543-{next(self._rfc2543_ids)}"
         else:
             transaction_id = f"server:{request.method}:{via.branch}@{_sent_by(via)}"
-        destination = _response_destination(via, source)
+        destination = response_destination(via, source)
         server: _ServerInvite | _ServerNonInvite
         if request.method == "INVITE":
             server = _ServerInvite(self, transaction_id, request, source, destination, rfc2543)
@@ -793,7 +793,7 @@ class TransactionLayer:
             return  # no Via: nowhere to send an answer (§18.2.2)
         # §8.2.6.2: a final answer carries a To tag; this one belongs to no dialog.
         answer = response_to(request, error.status_hint, to_tag=secrets.token_hex(8))
-        self._outbox.append((bytes(answer), _response_destination(via, source)))
+        self._outbox.append((bytes(answer), response_destination(via, source)))
 
     def find_invite_server_transaction(self, cancel: Request) -> str | None:
         """The live INVITE server transaction that ``cancel`` cancels, or None (RFC 3261 §9.2).
@@ -908,34 +908,6 @@ def _server_keys(request: Request, via: Via, method: str) -> list[_Key]:
     # An ACK carries the To tag of the response; the INVITE had none (an initial INVITE) or
     # that same tag (a re-INVITE). _ServerInvite.acknowledged_by checks the response's tag.
     return [("2543", None, *base), ("2543", request.to.tag, *base)]
-
-
-def _stamp_via(request: Request, via: Via, source: Destination) -> None:
-    """Add ``received`` (RFC 3261 §18.2.1) and fill ``rport`` (RFC 3581 §4) on the top Via."""
-    stamped = via
-    if via.host.lower() != source.host.lower():
-        # Our parser reads an IPv6 parameter value only in brackets, so write it that way.
-        received = f"[{source.host}]" if ":" in source.host else source.host
-        stamped = stamped.with_param("received", received)
-    if via.rport == "":
-        stamped = stamped.with_param("rport", str(source.port))
-    if stamped is via:
-        return
-    values = request.headers.get_all("Via")
-    request.headers.remove("Via")
-    for value in reversed([str(stamped), *values[1:]]):
-        request.headers.prepend("Via", value)
-
-
-def _response_destination(via: Via, source: Destination) -> Destination:
-    """Where responses to a request from ``source`` go (RFC 3261 §18.2.2, RFC 3581 §4)."""
-    if source.reliable:
-        return source  # back over the connection the request came in on
-    if via.rport is not None:
-        return source  # RFC 3581: the source port, which is what gets through a NAT
-    # Unicast UDP: the received address (always the source IP, see _stamp_via) and the
-    # sent-by port, or 5060.
-    return Destination(source.transport, source.host, via.port or DEFAULT_SIP_PORT)
 
 
 __all__ = [

@@ -31,7 +31,10 @@ from siprec_src.sip.useragent import (
 )
 from tests.pki import Pki, make_pki
 
-SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=sendonly\r\na=label:1\r\n"
+SDP = (
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/AVP 0\r\na=sendonly\r\na=label:1\r\n"
+)
 METADATA = (
     b'<?xml version="1.0" encoding="UTF-8"?>\r\n<recording xmlns="urn:ietf:params:xml:ns:recording:1"/>\r\n'
 )
