@@ -16,7 +16,7 @@ from siprec_src.signaling.resolver import resolve
 from siprec_src.signaling.transport import ListenSpec, SipTransport, TlsConfig, TransportError
 from siprec_src.sip.auth import Credentials
 from siprec_src.sip.dialog import DialogId
-from siprec_src.sip.message import Request, Response
+from siprec_src.sip.message import Request, Response, parse_message
 from siprec_src.sip.syntax import SipParseError
 from siprec_src.sip.target import Destination, target_for_uri
 from siprec_src.sip.uri import SipUri
@@ -46,6 +46,7 @@ class UserAgent:
         *,
         tls: TlsConfig | None = None,
         on_event: Callable[[UaEvent], None] | None = None,
+        on_trace: Callable[[str, Request | Response, Destination], None] | None = None,
         idle_timeout: float = 3700.0,
     ) -> None:
         self.core = core or UserAgentCore()
@@ -59,6 +60,8 @@ class UserAgent:
             idle_timeout=idle_timeout,
         )
         self._on_event = on_event
+        # A SIP trace hook: ("in" | "out", message, peer) for every message that crosses the wire.
+        self._on_trace = on_trace
         self._events: asyncio.Queue[UaEvent] = asyncio.Queue()
         self._waiters: dict[int, asyncio.Future[Outcome]] = {}
         self._server_names: dict[Destination, str] = {}
@@ -181,6 +184,8 @@ class UserAgent:
     # --- transport callbacks --------------------------------------------------------------
 
     def _on_message(self, message: Request | Response, source: Destination, local: Destination) -> None:
+        if self._on_trace is not None:
+            self._on_trace("in", message, source)
         self.core.receive(message, source, self.now())
         self._after()
 
@@ -206,6 +211,8 @@ class UserAgent:
         self._arm_timer()
 
     async def _send(self, data: bytes, destination: Destination) -> None:
+        if self._on_trace is not None:
+            self._on_trace("out", parse_message(data), destination)
         try:
             await self.transport.send(data, destination, server_name=self._server_names.get(destination))
         except TransportError:

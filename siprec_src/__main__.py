@@ -1,0 +1,35 @@
+"""The ``siprec-src`` command line (the composition root of the application)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from siprec_src import __version__, demo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="siprec-src",
+        description="SIPREC Session Recording Client (SRC) media engine.",
+    )
+    parser.add_argument("--version", action="version", version=f"siprec-src {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser(
+        "demo",
+        help="set up, refresh and end SIPREC recording sessions with an in-process SRS on loopback",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo.main()
+    parser.print_help(sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
