@@ -50,6 +50,8 @@ class StreamFramer:
         skip = 0
         while skip < len(buf) and buf[skip] in (0x0D, 0x0A):
             skip += 1
+        if 0 < skip == len(buf) < 4:
+            return None  # maybe the first half of a CRLFCRLF ping split across reads: wait
         if skip:
             if skip >= 4:
                 self.keepalives += 1

@@ -7,6 +7,7 @@ message parser can refuse it with 400 instead of half-parsing it.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 
 from siprec_src.errors import LocalProtocolError, RemoteProtocolError
@@ -139,11 +140,20 @@ def parse_params(text: str, *, context: str) -> Params:
             params.append((name, quote(unq)))
         elif value.startswith("[") and value.endswith("]"):
             params.append((name, value))  # IPv6 reference, e.g. received=[2001:db8::1]
-        elif is_token(value):
+        elif is_token(value) or _is_ipv6(value):
+            # RFC 3261 §20.42 writes received= with a bare IPv6address, which is not a token.
             params.append((name, value))
         else:
             raise SipParseError(f"{context}: bad value {value!r} for parameter {name!r}")
     return tuple(params)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def format_params(params: Params) -> str:

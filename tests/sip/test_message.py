@@ -189,6 +189,19 @@ def test_framer_splits_segments_and_skips_keepalives() -> None:
     assert framer.keepalives == 1 and framer.buffered == 0
 
 
+def test_framer_counts_a_ping_split_across_reads() -> None:
+    framer = StreamFramer()
+    assert framer.feed(b"\r\n") == []
+    assert framer.feed(b"\r\n") == []
+    assert framer.keepalives == 1
+
+
+def test_bare_ipv6_received_parameter_is_accepted() -> None:
+    # RFC 3261 §20.42: received = IPv4address / IPv6address, written without brackets.
+    message = parse_message(INVITE.replace(b";rport\r\n", b";received=2001:db8::9;rport=5060\r\n"))
+    assert message.top_via.received == "2001:db8::9"
+
+
 def test_framer_reports_a_bad_message_but_keeps_framing() -> None:
     framer = StreamFramer()
     bad = INVITE.replace(b"CSeq: 314159 INVITE", b"CSeq: x INVITE")
