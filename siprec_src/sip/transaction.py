@@ -41,6 +41,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import secrets
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -195,7 +196,7 @@ _Key = tuple[object, ...]
 # --- The transactions -----------------------------------------------------------------------
 
 
-class _Transaction:
+class _Transaction(ABC):
     """What every transaction shares: its id, where it sends, its timers, a link to the layer.
 
     Each subclass keeps its rules in a state table in its docstring; a state is entered only
@@ -221,8 +222,9 @@ class _Transaction:
     def reliable(self) -> bool:
         return self.destination.reliable
 
+    @abstractmethod
     def on_timer(self, name: str, now: float) -> None:
-        raise NotImplementedError
+        """A timer this transaction armed has fired."""
 
     def _send(self, data: bytes) -> None:
         self.layer._outbox.append((data, self.destination))
@@ -427,14 +429,17 @@ class _ServerTransaction(_Transaction):
         if self.last_wire is not None:
             self._send(self.last_wire)
 
+    @abstractmethod
     def start(self, now: float) -> None:
-        raise NotImplementedError
+        """Enter the first state (send, arm timers)."""
 
+    @abstractmethod
     def on_request(self, request: Request, now: float) -> None:
-        raise NotImplementedError
+        """A retransmission of the request (or an ACK) arrived."""
 
+    @abstractmethod
     def send_response(self, response: Response, now: float) -> None:
-        raise NotImplementedError
+        """The TU answers."""
 
 
 class _ServerInvite(_ServerTransaction):
