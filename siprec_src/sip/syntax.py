@@ -8,6 +8,7 @@ message parser can refuse it with 400 instead of half-parsing it.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator
 
 from siprec_src.errors import LocalProtocolError, RemoteProtocolError
@@ -24,8 +25,11 @@ WORD_CHARS = TOKEN_CHARS | frozenset('()<>:\\"/[]?{}')
 LWS = " \t"
 
 
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+
+
 def is_token(text: str) -> bool:
-    return bool(text) and all(ch in TOKEN_CHARS for ch in text)
+    return _TOKEN_RE.fullmatch(text) is not None
 
 
 def is_word(text: str) -> bool:
@@ -80,6 +84,10 @@ def split_outside_quotes(text: str, sep: str) -> Iterator[str]:
     An unbalanced quote raises: a header such as ``"Mr. J. User <sip:...>`` (RFC 4475
     quotbal) must not be split into pieces that look valid.
     """
+    if '"' not in text and "<" not in text:
+        # The common case (no quoted string, no URI in brackets): nothing can hide a separator.
+        yield from text.split(sep)
+        return
     depth_angle = 0
     in_quote = False
     start = 0
