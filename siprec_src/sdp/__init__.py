@@ -1,0 +1,71 @@
+"""SDP for SIPREC: the session description model (``session``) and the offer/answer negotiator (``siprec``).
+
+Pure protocol code: bytes in, bytes and frozen values out; no I/O, no clock. Imports only
+``siprec_src.errors``.
+"""
+
+from siprec_src.sdp.session import (
+    STATIC_PAYLOAD_TYPES,
+    Attribute,
+    Bandwidth,
+    Connection,
+    CryptoAttribute,
+    Direction,
+    MediaDescription,
+    Origin,
+    RtcpAttribute,
+    RtpMap,
+    SdpError,
+    SessionDescription,
+    Timing,
+    parse_sdp,
+)
+from siprec_src.sdp.siprec import (
+    G722,
+    PCMA,
+    PCMU,
+    TELEPHONE_EVENT_EVENTS,
+    CodecSpec,
+    CryptoOffer,
+    CryptoSuite,
+    NegotiationError,
+    NegotiationResult,
+    StreamAnswer,
+    StreamOffer,
+    build_answer_for_srs,
+    build_offer,
+    opus,
+    process_answer,
+)
+
+__all__ = [
+    "G722",
+    "PCMA",
+    "PCMU",
+    "STATIC_PAYLOAD_TYPES",
+    "TELEPHONE_EVENT_EVENTS",
+    "Attribute",
+    "Bandwidth",
+    "CodecSpec",
+    "Connection",
+    "CryptoAttribute",
+    "CryptoOffer",
+    "CryptoSuite",
+    "Direction",
+    "MediaDescription",
+    "NegotiationError",
+    "NegotiationResult",
+    "Origin",
+    "RtcpAttribute",
+    "RtpMap",
+    "SdpError",
+    "SessionDescription",
+    "StreamAnswer",
+    "StreamOffer",
+    "Timing",
+    "build_answer_for_srs",
+    "build_offer",
+    "opus",
+    "parse_sdp",
+    "process_answer",
+]
