@@ -13,12 +13,14 @@ Exit status 0 only when every step got the answer it should.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+from siprec_src.metadata import for_call, read_metadata, to_xml
 from siprec_src.signaling.transport import ListenSpec
 from siprec_src.signaling.useragent import UserAgent
 from siprec_src.sip.headers import NameAddress
@@ -34,8 +36,6 @@ from siprec_src.sip.useragent import (
     UaEvent,
     UserAgentCore,
 )
-
-RECORDING_NS = "urn:ietf:params:xml:ns:recording:1"
 
 
 def offer_sdp(host: str, ports: tuple[int, int]) -> bytes:
@@ -60,27 +60,15 @@ def offer_sdp(host: str, ports: tuple[int, int]) -> bytes:
 
 
 def demo_metadata(call_id: str) -> bytes:
-    """A minimal RFC 7865 snapshot built with a real XML library (escaping included)."""
-    ET.register_namespace("", RECORDING_NS)
-    root = ET.Element(f"{{{RECORDING_NS}}}recording")
-    ET.SubElement(root, f"{{{RECORDING_NS}}}datamode").text = "complete"
-    session = ET.SubElement(root, f"{{{RECORDING_NS}}}session", session_id="c2Vzc2lvbi1kZW1vLTAwMDE=")
-    ET.SubElement(session, f"{{{RECORDING_NS}}}sipSessionID").text = call_id
-    for pid, aor, name, label in (
-        ("cGFydGljaXBhbnQtYWxpY2U=", "sip:alice@example.com", "Alice O'Brien & Sons", "1"),
-        ("cGFydGljaXBhbnQtYm9iMDA=", "sip:bob@example.net", "Bob <support>", "2"),
-    ):
-        participant = ET.SubElement(root, f"{{{RECORDING_NS}}}participant", participant_id=pid)
-        name_id = ET.SubElement(participant, f"{{{RECORDING_NS}}}nameID", aor=aor)
-        ET.SubElement(name_id, f"{{{RECORDING_NS}}}name").text = name
-        stream = ET.SubElement(
-            root,
-            f"{{{RECORDING_NS}}}stream",
-            stream_id=f"c3RyZWFtLTAwMDAwMDA{label}",
-            session_id=session.get("session_id", ""),
-        )
-        ET.SubElement(stream, f"{{{RECORDING_NS}}}label").text = label
-    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
+    """RFC 7865 metadata for the demo call: two participants, one labelled stream each."""
+    metadata = for_call(
+        call_id,
+        [("sip:alice@example.com", "Alice O'Brien & Sons"), ("sip:bob@example.net", "Bob <support>")],
+        [("1", 0, [1]), ("2", 1, [0])],
+        datetime.now(UTC),
+        os.urandom,
+    )
+    return to_xml(metadata)
 
 
 @dataclass
@@ -128,7 +116,7 @@ class DemoSrs:
             if part.media_type == "application/rs-metadata+xml":
                 if part.header("Content-Disposition") != "recording-session":
                     return "metadata part without Content-Disposition: recording-session"
-                ET.fromstring(part.body)  # well formed, or the INVITE is refused
+                read_metadata(part.body)  # well formed and RFC 7865, or the INVITE is refused
         return None
 
 

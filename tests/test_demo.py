@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-
 from siprec_src import __main__ as cli
-from siprec_src.demo import RECORDING_NS, DemoSrs, demo_metadata, run_demo
+from siprec_src.demo import DemoSrs, demo_metadata, run_demo
+from siprec_src.metadata import read_metadata
 from siprec_src.sip.headers import Headers
 from siprec_src.sip.message import Request
 from siprec_src.sip.multipart import BodyPart, encode_multipart
@@ -21,9 +20,9 @@ async def test_demo_passes_and_prints_the_flow() -> None:
 
 
 def test_metadata_escapes_display_names() -> None:
-    root = ET.fromstring(demo_metadata("abc@host"))
-    names = [el.text for el in root.iter(f"{{{RECORDING_NS}}}name")]
-    assert names == ["Alice O'Brien & Sons", "Bob <support>"]
+    metadata = read_metadata(demo_metadata("abc@host"))
+    assert [p.name for p in metadata.participants] == ["Alice O'Brien & Sons", "Bob <support>"]
+    assert [s.label for s in metadata.streams] == ["1", "2"]
 
 
 def _invite(contact: str, require: bool) -> Request:
