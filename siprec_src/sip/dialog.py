@@ -31,7 +31,6 @@ class DialogId:
 
 
 class DialogState(StrEnum):
-    EARLY = "early"
     CONFIRMED = "confirmed"
     TERMINATED = "terminated"
 
@@ -58,7 +57,7 @@ class Dialog:
 
     @classmethod
     def from_uac(cls, request: Request, response: Response) -> Dialog:
-        """The dialog a 1xx-with-tag or 2xx to our INVITE creates (RFC 3261 §12.1.2)."""
+        """The dialog a 2xx to our INVITE creates (RFC 3261 §12.1.2); early dialogs are not kept."""
         remote_tag = response.to.tag
         local_tag = request.from_.tag
         if not remote_tag or not local_tag:
@@ -84,7 +83,6 @@ class Dialog:
             local_contact=request.contacts[0] if request.contacts else request.from_,
             is_uac=True,
             secure=secure,
-            state=DialogState.CONFIRMED if response.is_success else DialogState.EARLY,
             invite_cseq=request.cseq.number,
         )
 
@@ -171,17 +169,6 @@ class Dialog:
         contacts = message.contacts
         if contacts:
             self.remote_target = contacts[0].uri
-
-    def confirm(self, response: Response) -> None:
-        """An early dialog is confirmed by the 2xx (RFC 3261 §12.1.2); its route set is then fixed."""
-        if self.state is DialogState.EARLY and response.is_success:
-            self.state = DialogState.CONFIRMED
-            self.route_set = tuple(reversed(response.record_route))
-            self.remote_address = response.to
-            self.refresh_target(response)
-
-    def matches(self, message: Request | Response) -> bool:
-        return dialog_id_of(message) == self.id
 
 
 def dialog_id_of(message: Request | Response) -> DialogId | None:

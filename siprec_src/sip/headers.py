@@ -411,10 +411,6 @@ def check_date(text: str) -> None:
         raise SipParseError(f"bad Date {text!r}: must be an RFC 1123 date in GMT")
 
 
-def is_sip_uri(uri: Uri) -> bool:
-    return isinstance(uri, SipUri)
-
-
 __all__ = [
     "COMPACT_FORMS",
     "MULTI_VALUE",

@@ -13,6 +13,7 @@ length are bounded, and the body must match Content-Length.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from siprec_src.sip.headers import (
@@ -342,6 +343,15 @@ def _validate(message: Request | Response) -> None:
                 raise SipParseError(
                     f"CSeq method {cseq.method} does not match request method {message.method}"
                 )
+
+
+def error_reason_phrase(error: SipParseError) -> str:
+    """A reason phrase that says what was wrong: "Bad Request - <reason>" (RFC 3261 §21.4.1).
+
+    Printable ASCII only and bounded, so the peer's bytes never reach our status line raw.
+    """
+    phrase = f"{REASON_PHRASES.get(error.status_hint, 'Bad Request')} - {error.reason}"
+    return re.sub(r"[^\x20-\x7e]", "?", phrase)[:160]
 
 
 MANDATORY_REQUEST_HEADERS = ("To", "From", "CSeq", "Call-ID", "Via")

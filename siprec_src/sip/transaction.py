@@ -48,7 +48,7 @@ from enum import StrEnum
 
 from siprec_src.errors import LocalProtocolError
 from siprec_src.sip.headers import Headers, Via
-from siprec_src.sip.message import Request, Response, check_request, response_to
+from siprec_src.sip.message import Request, Response, check_request, error_reason_phrase, response_to
 from siprec_src.sip.syntax import SipParseError
 from siprec_src.sip.target import Destination, response_destination, stamp_received
 from siprec_src.sip.uri import Uri
@@ -797,7 +797,8 @@ class TransactionLayer:
         except SipParseError:
             return  # no Via: nowhere to send an answer (§18.2.2)
         # §8.2.6.2: a final answer carries a To tag; this one belongs to no dialog.
-        answer = response_to(request, error.status_hint, to_tag=secrets.token_hex(8))
+        reason = error_reason_phrase(error)
+        answer = response_to(request, error.status_hint, reason, to_tag=secrets.token_hex(8))
         self._outbox.append((bytes(answer), response_destination(via, source)))
 
     def find_invite_server_transaction(self, cancel: Request) -> str | None:

@@ -32,12 +32,12 @@ from enum import Enum, auto
 from siprec_src.errors import LocalProtocolError
 from siprec_src.sip.auth import Credentials, DigestSession, select_challenge
 from siprec_src.sip.dialog import Dialog, DialogId, DialogState, dialog_id_of
-from siprec_src.sip.headers import Headers, NameAddress, Via
+from siprec_src.sip.headers import Headers, NameAddress, Via, canonical_name
 from siprec_src.sip.message import (
     REASON_PHRASES,
     Request,
     Response,
-    check_request,
+    error_reason_phrase,
     parse_message,
     response_to,
 )
@@ -507,9 +507,7 @@ class UserAgentCore:
                 break
             match = re.match(r"(Via|v|From|f|To|t|Call-ID|i|CSeq)[ \t]*:[ \t]*(.+)", line, re.I)
             if match:
-                found.setdefault(
-                    _COMPACT_RESPONSE_NAMES.get(match.group(1).lower(), match.group(1)), match.group(2)
-                )
+                found.setdefault(canonical_name(match.group(1)), match.group(2))
         if set(found) != {"Via", "From", "To", "Call-ID", "CSeq"} or "ACK" in found["CSeq"]:
             return
         headers = Headers()
@@ -518,8 +516,8 @@ class UserAgentCore:
                 headers.add(name, found[name])
         except LocalProtocolError:
             return
-        reason = "Bad Request - " + re.sub(r"[^\x20-\x7e]", "?", error.reason)[:120]
-        response = Response(error.status_hint if error.status_hint >= 400 else 400, reason, headers)
+        status = error.status_hint if error.status_hint >= 400 else 400
+        response = Response(status, error_reason_phrase(error), headers)
         try:
             parse_message(bytes(response))
         except SipParseError:
@@ -746,11 +744,7 @@ class UserAgentCore:
             return
         if tx_id is None:
             return
-        try:
-            check_request(request)
-        except SipParseError as exc:
-            self._reply(tx_id, request, exc.status_hint, now, reason=f"Bad Request - {exc.reason}"[:160])
-            return
+        # Missing or duplicated mandatory headers were refused (400) by the transaction layer.
         if not isinstance(request.uri, SipUri):
             self._reply(tx_id, request, 416, now)  # RFC 3261 §8.2.2.1
             return
@@ -876,17 +870,6 @@ class UserAgentCore:
 _KNOWN_METHODS = frozenset(
     "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER MESSAGE UPDATE".split()
 )
-_COMPACT_RESPONSE_NAMES = {
-    "v": "Via",
-    "via": "Via",
-    "f": "From",
-    "from": "From",
-    "t": "To",
-    "to": "To",
-    "i": "Call-ID",
-    "call-id": "Call-ID",
-    "cseq": "CSeq",
-}
 
 
 def _is_ip(host: str) -> bool:
