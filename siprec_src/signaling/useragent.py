@@ -115,8 +115,7 @@ class UserAgent:
         request_id = self.core.send(
             request, destination, self.now(), via_address=via_address, credentials=credentials
         )
-        self._after()
-        return request_id
+        return self._track(request_id)
 
     async def request(
         self, request: Request, destination: Destination | None = None, *, timeout: float | None = None
@@ -128,9 +127,29 @@ class UserAgent:
         return await self.wait(request_id, timeout=timeout)
 
     async def wait(self, request_id: int, *, timeout: float | None = None) -> Outcome:
-        future = self._waiters.setdefault(request_id, self._loop.create_future())
-        async with asyncio.timeout(timeout):
-            return await future
+        """The final answer to a request sent with ``send``, ``send_in_dialog`` or ``bye``.
+
+        Each id's outcome is kept until ``wait`` (or ``forget``) collects it, once.
+        """
+        future = self._waiters.get(request_id)
+        if future is None:
+            raise LocalProtocolError(f"request {request_id} was not sent here or was already collected")
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        finally:
+            self._waiters.pop(request_id, None)
+
+    def forget(self, request_id: int) -> None:
+        """Drop the outcome of a request nobody will ``wait`` for."""
+        self._waiters.pop(request_id, None)
+
+    def _track(self, request_id: int) -> int:
+        # The future exists before anything runs, so an outcome can never arrive unclaimed;
+        # requests the core sends on its own (ACK, BYE after a crossing 2xx) get none.
+        self._waiters[request_id] = self._loop.create_future()
+        self._after()
+        return request_id
 
     def send_in_dialog(
         self,
@@ -144,13 +163,10 @@ class UserAgent:
         request_id = self.core.send_in_dialog(
             dialog_id, method, self.now(), body=body, content_type=content_type, headers=headers
         )
-        self._after()
-        return request_id
+        return self._track(request_id)
 
     def bye(self, dialog_id: DialogId, *, reason: str | None = None) -> int:
-        request_id = self.core.bye(dialog_id, self.now(), reason=reason)
-        self._after()
-        return request_id
+        return self._track(self.core.bye(dialog_id, self.now(), reason=reason))
 
     def respond(
         self,
@@ -228,11 +244,8 @@ class UserAgent:
         elif isinstance(event, RequestFailed):
             request_id, outcome = event.request_id, event
         if request_id is not None and outcome is not None:
-            future = self._waiters.pop(request_id, None)
-            if future is None:
-                future = self._loop.create_future()
-                self._waiters[request_id] = future  # wait() called later picks it up
-            if not future.done():
+            future = self._waiters.get(request_id)
+            if future is not None and not future.done():
                 future.set_result(outcome)
         if self._on_event is not None:
             try:

@@ -153,6 +153,7 @@ class _Kind(Enum):
     RETRY = auto()  # send a request again (glare back-off)
     CANCEL_GUARD = auto()  # 64*T1 after CANCEL without a final response (§9.1)
     RETRANSMIT_2XX = auto()  # UAS 2xx retransmission (§13.3.1.4)
+    FORGET_DIALOG = auto()  # drop a terminated dialog once late retransmissions are over
 
 
 @dataclass(slots=True)
@@ -207,7 +208,11 @@ class UserAgentCore:
         self.dialogs: dict[DialogId, Dialog] = {}
         self._rng = rng or random.SystemRandom()
         self._next_id = 1
+        # Requests are kept until their final answer and the end of their transaction; the
+        # dialog an INVITE established stays findable by its request id while the dialog lives.
         self._clients: dict[int, _ClientRequest] = {}
+        self._dialog_by_request: dict[int, DialogId] = {}
+        self._request_by_dialog: dict[DialogId, int] = {}
         self._client_by_tx: dict[str, int] = {}
         self._servers: dict[str, _ServerRequest] = {}
         self._pending_acks: dict[DialogId, _PendingAck] = {}
@@ -327,7 +332,7 @@ class UserAgentCore:
         self._transmit(client, now)
         if method == "BYE":
             # RFC 3261 §15.1.1: the dialog ends when the BYE is sent, whatever the answer.
-            self._terminate(dialog_id, "BYE sent", by_peer=False)
+            self._terminate(dialog_id, "BYE sent", now, by_peer=False)
         return client.id
 
     def bye(self, dialog_id: DialogId, now: float, *, reason: str | None = None) -> int:
@@ -345,7 +350,9 @@ class UserAgentCore:
 
     def dialog_of(self, request_id: int) -> DialogId | None:
         client = self._clients.get(request_id)
-        return None if client is None else (client.established or client.dialog_id)
+        if client is None:
+            return self._dialog_by_request.get(request_id)
+        return client.established or client.dialog_id
 
     def dialog(self, dialog_id: DialogId) -> Dialog | None:
         return self.dialogs.get(dialog_id)
@@ -572,6 +579,12 @@ class UserAgentCore:
             if client is not None and not client.final:
                 client.final = True
                 self._events.append(RequestFailed(client.id, 408, "no final response after CANCEL"))
+        elif kind is _Kind.FORGET_DIALOG:
+            assert isinstance(key, DialogId)
+            self.dialogs.pop(key, None)
+            request_id = self._request_by_dialog.pop(key, None)
+            if request_id is not None:
+                self._dialog_by_request.pop(request_id, None)
         elif kind is _Kind.RETRANSMIT_2XX:
             assert isinstance(key, DialogId)
             pending = self._pending_acks.get(key)
@@ -597,11 +610,11 @@ class UserAgentCore:
             elif isinstance(event, TxRequestReceived):
                 self._on_request(event.transaction_id, event.request, event.source, now)
             elif isinstance(event, TransactionTimedOut):
-                self._on_failure(event.transaction_id, 408, "Request Timeout")
+                self._on_failure(event.transaction_id, 408, "Request Timeout", now)
             elif isinstance(event, TransportFailed):
-                self._on_failure(event.transaction_id, 503, f"transport failure: {event.reason}")
+                self._on_failure(event.transaction_id, 503, f"transport failure: {event.reason}", now)
             elif isinstance(event, TransactionTerminated):
-                self._client_by_tx.pop(event.transaction_id, None)
+                self._on_transaction_ended(event.transaction_id)
         self._outbox.extend(self.transactions.messages_to_send())
 
     # client side
@@ -610,7 +623,7 @@ class UserAgentCore:
         request_id = self._client_by_tx.get(tx_id)
         return None if request_id is None else self._clients.get(request_id)
 
-    def _on_failure(self, tx_id: str, status: int, reason: str) -> None:
+    def _on_failure(self, tx_id: str, status: int, reason: str, now: float) -> None:
         client = self._client_for(tx_id)
         if client is None or client.final:
             return
@@ -618,7 +631,7 @@ class UserAgentCore:
         self._events.append(RequestFailed(client.id, status, reason))
         if client.dialog_id is not None and client.dialog_id in self.dialogs:
             # RFC 3261 §12.2.1.2: a 408 or no answer to an in-dialog request ends the dialog.
-            self._terminate(client.dialog_id, reason, by_peer=False)
+            self._terminate(client.dialog_id, reason, now, by_peer=False)
 
     def _on_response(self, tx_id: str, response: Response, now: float) -> None:
         client = self._client_for(tx_id)
@@ -645,7 +658,7 @@ class UserAgentCore:
             return
         client.final = True
         if client.dialog_id is not None and status in (408, 481):
-            self._terminate(client.dialog_id, f"{status} {response.reason}", by_peer=True)
+            self._terminate(client.dialog_id, f"{status} {response.reason}", now, by_peer=True)
         self._events.append(ResponseReceived(client.id, response))
 
     def _retry_with_auth(self, client: _ClientRequest, response: Response, now: float) -> bool:
@@ -718,6 +731,8 @@ class UserAgentCore:
                 self._events.append(ResponseReceived(client.id, response))
             return
         client.established = dialog_id
+        self._dialog_by_request[client.id] = dialog_id
+        self._request_by_dialog[dialog_id] = client.id
         client.final = True
         self._events.append(DialogEstablished(dialog_id, client.id))
         self._events.append(ResponseReceived(client.id, response))
@@ -784,7 +799,7 @@ class UserAgentCore:
         if request.method == "BYE":
             self._reply(tx_id, request, 200, now)
             # The BYE itself travels with the event: its Reason header (RFC 3326) says why.
-            self._terminate(dialog_id, "BYE received", by_peer=True, request=request)
+            self._terminate(dialog_id, "BYE received", now, by_peer=True, request=request)
             return
         if request.method == "OPTIONS":
             self._reply(tx_id, request, 200, now, with_capabilities=True)
@@ -857,7 +872,7 @@ class UserAgentCore:
         self.transactions.send_response(tx_id, response, now)
 
     def _terminate(
-        self, dialog_id: DialogId, reason: str, *, by_peer: bool, request: Request | None = None
+        self, dialog_id: DialogId, reason: str, now: float, *, by_peer: bool, request: Request | None = None
     ) -> None:
         dialog = self.dialogs.get(dialog_id)
         if dialog is None or dialog.state is DialogState.TERMINATED:
@@ -865,6 +880,17 @@ class UserAgentCore:
         dialog.state = DialogState.TERMINATED
         self._pending_acks.pop(dialog_id, None)
         self._events.append(DialogTerminated(dialog_id, reason, by_peer, request))
+        # Kept for 64*T1 so late retransmissions still match it (and are not taken for a new
+        # dialog), then dropped: a sidecar runs for months and must not grow with every call.
+        self._add_deadline(now + 64 * self.config.timers.t1, _Kind.FORGET_DIALOG, dialog_id)
+
+    def _on_transaction_ended(self, tx_id: str) -> None:
+        request_id = self._client_by_tx.pop(tx_id, None)
+        client = self._clients.get(request_id) if request_id is not None else None
+        # A request is done once it has its final answer and its (latest) transaction is over;
+        # a retried request (auth, glare) lives on under a new transaction.
+        if client is not None and client.final and client.tx_id == tx_id:
+            del self._clients[client.id]
 
 
 _KNOWN_METHODS = frozenset(

@@ -146,6 +146,22 @@ def test_invite_ack_bye() -> None:
     assert [p.message.status for p in link.sent(response(range(200, 700), "BYE"))] == [200]  # type: ignore[union-attr]
 
 
+def test_finished_calls_leave_nothing_behind() -> None:
+    # A long-running sidecar must not grow with every call: once the call is over and late
+    # retransmissions can no longer arrive, the core holds no request or dialog state.
+    link, uac, uas = pair()
+    request_id = start_invite(uac)
+    link.run(until=1.0)
+    dialog_id = uac.core.dialog_of(request_id)
+    assert dialog_id is not None
+    uac.core.bye(dialog_id, uac.now)
+    link.run()
+    for core in (uac.core, uas.core):
+        assert not core._clients and not core.dialogs and not core._dialog_by_request
+        assert core.get_timer() is None
+    assert uac.core.dialog_of(request_id) is None
+
+
 def test_lost_ack_makes_the_uas_retransmit_the_2xx_and_the_uac_ack_again() -> None:
     link, uac, uas = pair()
     link.drop(request("ACK"))
