@@ -68,6 +68,7 @@ __all__ = [
     "NegotiationResult",
     "StreamAnswer",
     "StreamOffer",
+    "answer_srs_offer",
     "build_answer_for_srs",
     "build_offer",
     "opus",
@@ -649,3 +650,112 @@ def _srs_crypto(offered: MediaDescription, keys: Mapping[CryptoSuite, str]) -> C
         if key is not None:
             return CryptoOffer(suite, key).attribute(line.tag)
     return None
+
+
+# RFC 3264 §6.1: what the SRC (which only sends) answers to each direction an SRS offers it.
+_SRC_DIRECTION = {
+    Direction.RECVONLY: Direction.SENDONLY,
+    Direction.SENDRECV: Direction.SENDONLY,
+    Direction.SENDONLY: Direction.INACTIVE,
+    Direction.INACTIVE: Direction.INACTIVE,
+}
+
+
+def answer_srs_offer(
+    srs_offer: SessionDescription,
+    streams: Sequence[StreamOffer],
+    *,
+    address: str,
+    session_id: int,
+    session_version: int,
+    secure: bool,
+    crypto: Mapping[str, Sequence[CryptoOffer]] | None = None,
+    username: str = "siprec-src",
+) -> SessionDescription:
+    """The SRC's answer when the SRS makes the offer (its re-INVITE or UPDATE, RFC 7866 §8.1.2).
+
+    Each offered m-line is matched to one of our ``streams`` by ``a=label``, else by position;
+    it is answered with our port, our codec under the SRS's payload type number (RFC 3264
+    §6.1), ``sendonly`` (``inactive`` when the SRS offers ``inactive``/``sendonly`` or the stream
+    is paused), and, when secure, our key for the first offered crypto suite we have a key for,
+    under the SRS's tag (RFC 4568 §5.1.2). What the SRS offers and we cannot take (no stream,
+    no codec, port 0) is answered with port 0. Read the SRS's side of the result with
+    ``process_answer(answer, srs_offer)`` (the roles are symmetric for what it checks).
+
+    Raises ``NegotiationError`` (488) when the SRS offers plain RTP to a secure session or the
+    reverse (RFC 4568 §7.5: no downgrade), or when no stream at all is acceptable.
+    """
+    origin, connection = _session(address, username, session_id, session_version)
+    by_label = {s.label: s for s in streams}
+    media: list[MediaDescription] = []
+    for index, offered in enumerate(srs_offer.media):
+        mline = index + 1
+        stream = by_label.get(offered.label or "") or (streams[index] if index < len(streams) else None)
+        if stream is None or offered.port == 0 or stream.port == 0 or offered.media.lower() != "audio":
+            media.append(_refused(offered))
+            continue
+        offered_secure = offered.proto.upper() in _SECURE_PROTOS
+        if offered_secure != secure:
+            want = _SECURE_PROTO if secure else _PLAIN_PROTO
+            raise NegotiationError(
+                f"the SRS offers {offered.proto} to a session that is {want} (RFC 4568 §7.5)", mline=mline
+            )
+        try:
+            ours = stream.codec.rtpmap
+            payload_type = next(
+                (
+                    c.payload_type
+                    for fmt in offered.formats
+                    if (c := offered.codec(fmt)) and c.same_codec(ours)
+                ),
+                None,
+            )
+        except SdpError as exc:
+            raise NegotiationError(exc.reason, mline=mline) from exc
+        if payload_type is None:
+            media.append(_refused(offered))
+            continue
+        formats = [str(payload_type)]
+        attributes: list[Attribute] = [
+            ("rtpmap", str(RtpMap(payload_type, ours.encoding, ours.clock_rate, ours.channels)))
+        ]
+        if stream.codec.fmtp is not None:
+            attributes.append(("fmtp", f"{payload_type} {stream.codec.fmtp}"))
+        if stream.codec.telephone_event_pt is not None:
+            te = next(
+                (
+                    c.payload_type
+                    for fmt in offered.formats
+                    if (c := offered.codec(fmt))
+                    and c.encoding.lower() == _TELEPHONE_EVENT
+                    and c.clock_rate == ours.clock_rate
+                ),
+                None,
+            )
+            if te is not None:
+                formats.append(str(te))
+                attributes.append(("rtpmap", f"{te} {_TELEPHONE_EVENT}/{ours.clock_rate}"))
+        attributes.append(("ptime", str(stream.ptime)))
+        if stream.rtcp_port is not None:
+            attributes.append(("rtcp", str(stream.rtcp_port)))
+        if secure:
+            ours_by_suite = {str(c.suite): c for c in (crypto or {}).get(stream.label, ())}
+            chosen = next((c for c in offered.crypto if c.suite.upper() in ours_by_suite), None)
+            if chosen is None:
+                media.append(_refused(offered))
+                continue
+            key = ours_by_suite[chosen.suite.upper()]
+            attributes.append(("crypto", str(key.attribute(chosen.tag))))
+        direction = _SRC_DIRECTION[srs_offer.direction_of(offered)]
+        if stream.paused:
+            direction = Direction.INACTIVE
+        attributes.append((str(direction), None))
+        attributes.append(("label", stream.label))
+        media.append(
+            MediaDescription(
+                "audio", stream.port, offered.proto, tuple(formats), attributes=tuple(attributes)
+            )
+        )
+    if all(m.port == 0 for m in media) and any(m.port != 0 for m in srs_offer.media):
+        raise NegotiationError("none of the SRS's offered streams can be answered (RFC 3264 §6)")
+    return SessionDescription(origin=origin, connection=connection, media=tuple(media))

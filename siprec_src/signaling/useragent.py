@@ -197,6 +197,14 @@ class UserAgent:
     async def next_event(self) -> UaEvent:
         return await self._events.get()
 
+    def pump(self) -> None:
+        """Send what the core has queued and deliver its events: call after driving ``core`` directly.
+
+        A transaction user that is itself sans-I/O (the recording layer) calls the core's methods
+        with ``now()``; this flushes their effects through the transport and re-arms the timer.
+        """
+        self._after()
+
     # --- transport callbacks --------------------------------------------------------------
 
     def _on_message(self, message: Request | Response, source: Destination, local: Destination) -> None:

@@ -310,8 +310,12 @@ class UserAgentCore:
         body: bytes = b"",
         content_type: str | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        credentials: Sequence[Credentials] | None = None,
     ) -> int:
-        """Send BYE, re-INVITE, UPDATE, OPTIONS, INFO... inside a dialog."""
+        """Send BYE, re-INVITE, UPDATE, OPTIONS, INFO... inside a dialog.
+
+        ``credentials`` answer a digest challenge to this request (default: the UA's own).
+        """
         dialog = self._dialog(dialog_id)
         request = dialog.create_request(method, body=body, content_type=content_type)
         for name, value in headers:
@@ -326,7 +330,7 @@ class UserAgentCore:
             destination=self._next_hop(dialog),
             via_address=None,
             dialog_id=dialog_id,
-            auth=DigestSession(self.config.credentials),
+            auth=DigestSession(tuple(credentials if credentials is not None else self.config.credentials)),
         )
         self._clients[client.id] = client
         self._transmit(client, now)
@@ -335,9 +339,16 @@ class UserAgentCore:
             self._terminate(dialog_id, "BYE sent", now, by_peer=False)
         return client.id
 
-    def bye(self, dialog_id: DialogId, now: float, *, reason: str | None = None) -> int:
+    def bye(
+        self,
+        dialog_id: DialogId,
+        now: float,
+        *,
+        reason: str | None = None,
+        credentials: Sequence[Credentials] | None = None,
+    ) -> int:
         headers = [("Reason", reason)] if reason else []
-        return self.send_in_dialog(dialog_id, "BYE", now, headers=headers)
+        return self.send_in_dialog(dialog_id, "BYE", now, headers=headers, credentials=credentials)
 
     def cancel(self, request_id: int, now: float) -> None:
         """Cancel our pending INVITE (RFC 3261 §9.1); harmless when it already got a final answer."""
