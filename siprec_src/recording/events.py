@@ -1,0 +1,91 @@
+"""What a recording session tells the control layer (STYLE.md #3: a closed set, past tense).
+
+Every event names the recording (``recording_id``) so one stream of events can serve many
+recordings; the control layer turns them into status callbacks and API state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingEvent:
+    recording_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStarted(RecordingEvent):
+    """A SIPREC INVITE went to one SRS of the connector's list (1-based ``attempt``)."""
+
+    srs: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFailed(RecordingEvent):
+    """That SRS did not take the session; ``status`` is its SIP status (408 for silence)."""
+
+    srs: str
+    attempt: int
+    status: int
+    reason: str
+    retry_after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingStarted(RecordingEvent):
+    """The first 2xx: the SRS accepted the session and media flows to it."""
+
+    srs: str
+    sip_call_id: str
+    session_expires: int | None  # None: no session timer (disabled, or the SRS does not do it)
+    refresher: str | None  # "uac" (we refresh) or "uas" (the SRS refreshes)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRefused(RecordingEvent):
+    """The SRS refused one offered stream (port 0); the recording goes on with the others."""
+
+    label: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRefreshed(RecordingEvent):
+    session_expires: int
+    by: str  # "src" when our re-INVITE refreshed it, "srs" when the SRS did
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataUpdated(RecordingEvent):
+    """A re-INVITE carrying new metadata (participants, streams) was accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingPaused(RecordingEvent):
+    by: str  # "src" or "srs"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingResumed(RecordingEvent):
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingStopped(RecordingEvent):
+    """The session ended normally; ``by`` is "src" (we sent BYE/CANCEL) or "srs" (its BYE)."""
+
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingFailed(RecordingEvent):
+    """The recording could not start, or broke; ``status`` is the deciding SIP status."""
+
+    status: int
+    reason: str
+
+
+TERMINAL_EVENTS = (RecordingStopped, RecordingFailed)
