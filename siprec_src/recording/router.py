@@ -7,6 +7,7 @@ thousands of recordings costs O(log n) per timer, not a scan.
 
 Requests no session owns are answered here: an SRC does not take calls, so an
 out-of-dialog INVITE gets 403 (RFC 7866 §6.1: the SRS never initiates a recording session).
+A dialog no session owns (a 2xx to the INVITE of a recording that already ended) gets BYE.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 
 from siprec_src.errors import LocalProtocolError
 from siprec_src.recording.events import RecordingEvent
-from siprec_src.recording.session import Action, RecordingSession
+from siprec_src.recording.session import ABANDONED_REASON, Action, RecordingSession
 from siprec_src.sip.dialog import DialogId
 from siprec_src.sip.useragent import (
     AckReceived,
@@ -131,6 +132,11 @@ class SessionRouter:
         return self.sessions.get(rid) if rid is not None else None
 
     def _unowned(self, event: UaEvent, now: float) -> None:
+        if isinstance(event, DialogEstablished) and event.request_id is not None:
+            # A 2xx to the INVITE of a recording that ended before any provisional came, so the
+            # core could not CANCEL it (RFC 3261 §9.1): nobody records on that dialog.
+            self.core.bye(event.dialog_id, now, reason=ABANDONED_REASON)
+            return
         if not isinstance(event, RequestReceived):
             return
         if event.dialog_id is not None:

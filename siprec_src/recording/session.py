@@ -19,15 +19,16 @@ States and what moves them (STYLE.md #4: state changes only after the action suc
     starting   other 3xx-6xx                           -                              failed
     starting   2xx, usable answer                      StartForks                     active
     starting   2xx, unusable answer / all refused      BYE with Reason                failed
-    starting   stop()                                  CANCEL (the core ACK+BYEs a    stopped
-                                                       crossing 2xx)
+    starting   stop()                                  CANCEL (a 2xx that still comes stopped
+                                                       is ACKed and BYEd)
     active     pause()                                 UpdateForks(paused), re-INVITE paused
                                                        a=inactive
     paused     resume()                                re-INVITE a=sendonly; on 2xx   active
                                                        UpdateForks(sending)
     act/paus   refresh due (we refresh)                re-INVITE with Session-Expires same
     act/paus   re-INVITE 2xx                           UpdateForks, re-arm refresh    same
-    act/paus   re-INVITE 408/481/transport failure     BYE, StopForks                 failed
+    act/paus   re-INVITE 408/481/transport failure     StopForks (the core ended the  failed
+                                                       dialog: no BYE)
     act/paus   session expired without refresh         BYE, StopForks                 failed
     act/paus   SRS re-INVITE/UPDATE                    answer it, UpdateForks         same
     act/paus   SRS BYE                                 StopForks                      stopped
@@ -45,7 +46,9 @@ Decisions where the RFCs leave a choice:
   refresh that gets 408/481 or no answer ends the session (RFC 4028 §10). When the SRS makes
   itself the refresher we BYE if no refresh arrives by expiry - min(32, SE/3) (§10).
 - One re-INVITE at a time: pause, resume, metadata updates and refreshes are coalesced into
-  the next re-INVITE, which always says the whole current state.
+  the next re-INVITE, which always says the whole current state. None leaves while the SRS's
+  own re-INVITE awaits its ACK (RFC 3261 §14.1; RFC 3264 §4 when our offer is in that 2xx).
+  A pause the SRS never saw (resumed before any re-INVITE carried it) is undone locally.
 - Metadata updates are sent as complete snapshots (RFC 7865 allows partial updates; a
   snapshot is always correct, and every SRS we know takes it).
 """
@@ -89,7 +92,7 @@ from siprec_src.sdp.siprec import (
     build_offer,
     process_answer,
 )
-from siprec_src.sip.dialog import DialogId
+from siprec_src.sip.dialog import DialogId, DialogState
 from siprec_src.sip.headers import NameAddress, parse_delta
 from siprec_src.sip.message import Request, Response
 from siprec_src.sip.multipart import BodyPart, MultipartError, decode_multipart, encode_multipart
@@ -113,6 +116,8 @@ RS_METADATA_REQUEST = "application/rs-metadata-request"
 # RFC 7866 §6.1.1: what an SRC accepts in bodies from the SRS.
 ACCEPT = "application/sdp, application/rs-metadata, application/rs-metadata-request"
 MAX_422_RETRIES = 2
+# The Reason (RFC 3326) of a BYE for a 2xx to an INVITE we had given up on.
+ABANDONED_REASON = 'SIP;cause=487;text="recording attempt abandoned"'
 
 
 class State(StrEnum):
@@ -273,6 +278,7 @@ class RecordingSession:
         self._forks_started = False
         self._pending_offerless: str | None = None  # SRS re-INVITE without SDP: our offer went in the 2xx
         self._offerless_offer: SessionDescription | None = None
+        self._awaiting_ack = False  # we sent a 2xx to an SRS re-INVITE and its ACK has not come
         # deadlines
         self._attempt_deadline: float | None = None
         self._refresh_at: float | None = None
@@ -353,6 +359,15 @@ class RecordingSession:
         if not self._paused:
             return
         self._paused = False
+        if not self._sent_paused and (self._inflight is None or not self._inflight.paused):
+            # The pause never reached the SRS (it came while the INVITE or another re-INVITE
+            # was pending, or its re-INVITE failed): undo it here, no re-INVITE needed.
+            if self.state is State.PAUSED:
+                self.state = State.ACTIVE
+            if self._forks_started:
+                self._actions.append(UpdateForks(self.recording_id, self._fork_specs()))
+            self._events.append(RecordingResumed(self.recording_id, "src"))
+            return
         self._want_reinvite(now)
 
     def update_metadata(self, metadata: RecordingMetadata, now: float) -> None:
@@ -368,7 +383,7 @@ class RecordingSession:
             return
         if self.state is State.STARTING and self._invite_id is not None:
             self.core.cancel(self._invite_id, now)
-        elif self.dialog_id is not None:
+        elif self._dialog_live():
             self._send_bye(now, None)
         self._finish(State.STOPPED, RecordingStopped(self.recording_id, "src", reason))
 
@@ -378,9 +393,17 @@ class RecordingSession:
             return
         if self.state is State.STARTING and self._invite_id is not None:
             self.core.cancel(self._invite_id, now)
-        elif self.dialog_id is not None:
+        elif self._dialog_live():
             self._send_bye(now, f'SIP;cause={status};text="{_quoted(reason)}"')
         self._fail(status, reason)
+
+    def _dialog_live(self) -> bool:
+        """Whether there is a dialog to BYE: the core ends it on its own when an in-dialog request
+        times out or gets 408/481 (RFC 3261 §12.2.1.2), before the session hears of it."""
+        if self.dialog_id is None:
+            return False
+        dialog = self.core.dialog(self.dialog_id)
+        return dialog is not None and dialog.state is not DialogState.TERMINATED
 
     def _require_live(self, what: str) -> None:
         if self.state.terminal or self.state is State.NEW:
@@ -409,6 +432,13 @@ class RecordingSession:
     # --- SIP events (routed here by request id or dialog id) -------------------------------------
 
     def handle_ua_event(self, event: UaEvent, now: float) -> None:
+        if isinstance(event, DialogEstablished) and (
+            self.state.terminal or event.request_id != self._invite_id
+        ):
+            # A 2xx to an INVITE we gave up on (attempt timeout, stop()) before any provisional
+            # came, so no CANCEL could go (RFC 3261 §9.1): nobody records on it, take it down.
+            self.core.bye(event.dialog_id, now, reason=ABANDONED_REASON)
+            return
         if self.state.terminal:
             if isinstance(event, RequestReceived) and event.request.method != "ACK":
                 self.core.respond(event.server_id, 481, now)
@@ -418,8 +448,7 @@ class RecordingSession:
         elif isinstance(event, RequestFailed):
             self._on_request_failed(event.request_id, event.status, event.reason, now)
         elif isinstance(event, DialogEstablished):
-            if event.request_id is not None and event.request_id == self._invite_id:
-                self.dialog_id = event.dialog_id
+            self.dialog_id = event.dialog_id
         elif isinstance(event, RequestReceived):
             self._on_request(event, now)
         elif isinstance(event, AckReceived):
@@ -544,6 +573,10 @@ class RecordingSession:
             result = self._read_answer(response)
         except (RemoteProtocolError, SipParseError) as exc:
             self.fail(now, 488, f"unusable SDP answer from {self.srs}: {exc}")
+            return
+        if not any(answer.accepted for answer in result.streams):
+            # starting -> failed (the table): with every stream refused it never started.
+            self._apply_answer(result, now, first=True)  # StreamRefused for each, then BYE
             return
         self._apply_timer(response, now)
         self.state = State.PAUSED if self._paused else State.ACTIVE
@@ -699,6 +732,10 @@ class RecordingSession:
     def _want_reinvite(self, now: float) -> None:
         if self.state not in (State.ACTIVE, State.PAUSED) or self._inflight is not None:
             return
+        if self._awaiting_ack:
+            # RFC 3264 §4: no new offer while ours in a 2xx awaits its answer in the ACK; and
+            # in any case not before the SRS's INVITE transaction is over (RFC 3261 §14.1).
+            return
         if self.dialog_id is None or self._resources is None:
             return
         changes = self._paused != self._sent_paused or self._metadata_dirty or self._snapshot_requested
@@ -832,21 +869,22 @@ class RecordingSession:
 
     def _on_srs_offer(self, event: RequestReceived, now: float) -> None:
         request = event.request
-        if request.method == "UPDATE" and self._inflight is not None and request.body:
-            # RFC 3311 §5.2: an UPDATE offer while our offer is outstanding is glare.
-            self.core.respond(event.server_id, 491, now)
-            return
         try:
             parts = _parts(request.content_type, request.body)
         except (MultipartError, SipParseError) as exc:
             self.core.respond(event.server_id, 400, now, reason=f"Bad body: {exc}"[:120])
             return
         sdp = parts.get(SDP)
+        if request.method == "UPDATE" and self._inflight is not None and sdp is not None:
+            # RFC 3311 §5.2: an UPDATE offer while our offer is outstanding is glare (an
+            # UPDATE carrying only a metadata request makes no offer).
+            self.core.respond(event.server_id, 491, now)
+            return
         if RS_METADATA_REQUEST in parts:
             # RFC 7866 §9.2: answer the request, then send a complete snapshot in a re-INVITE.
             self._snapshot_requested = True
-        headers = self._timer_headers(request, now)
         if sdp is None:
+            headers = self._timer_headers(request, now)
             if request.method == "INVITE":
                 # An offerless re-INVITE: our offer goes in the 2xx, the answer comes in the ACK.
                 assert self._resources is not None
@@ -856,6 +894,7 @@ class RecordingSession:
                 self.core.respond(
                     event.server_id, 200, now, body=bytes(offer), content_type=SDP, headers=headers
                 )
+                self._awaiting_ack = True
             else:
                 self.core.respond(event.server_id, 200, now, headers=headers)
             self._after_srs_request(request, now)
@@ -870,7 +909,10 @@ class RecordingSession:
                 event.server_id, 488, now, headers=[("Warning", f'399 siprec-src "{_quoted(reason)}"')]
             )
             return
+        # Only an accepted request refreshes the session (RFC 4028 §9): a 488 leaves the timer.
+        headers = self._timer_headers(request, now)
         self.core.respond(event.server_id, 200, now, body=bytes(answer), content_type=SDP, headers=headers)
+        self._awaiting_ack = request.method == "INVITE"
         self._last_offer = answer
         self._apply_srs_offer(offer, result, now)
         self._after_srs_request(request, now)
@@ -945,8 +987,10 @@ class RecordingSession:
             self._want_reinvite(now)
 
     def _on_ack(self, event: AckReceived, now: float) -> None:
+        self._awaiting_ack = False
         offer = self._offerless_offer
         if offer is None:
+            self._want_reinvite(now)  # what waited for the SRS's INVITE transaction to end
             return
         self._offerless_offer = None
         sdp = _sdp_of(event.request.content_type, event.request.body)
@@ -959,16 +1003,21 @@ class RecordingSession:
             self.fail(now, 488, f"unusable SDP answer in ACK: {exc}")
             return
         self._apply_answer(result, now, first=False)
+        if not self.state.terminal:
+            self._want_reinvite(now)
 
     def _on_dialog_terminated(self, event: DialogTerminated, now: float) -> None:
         if event.dialog_id != self.dialog_id:
             return
         self.dialog_id = None
-        if event.by_peer:
-            reason = event.reason
-            if event.request is not None:
-                reason = event.request.headers.get("Reason") or "BYE from the SRS"
+        if event.by_peer and event.request is not None:
+            # The SRS's BYE; its Reason header (RFC 3326) says why.
+            reason = event.request.headers.get("Reason") or "BYE from the SRS"
             self._finish(State.STOPPED, RecordingStopped(self.recording_id, "srs", reason))
+        elif event.by_peer and self._inflight is not None:
+            # A 408/481 to our re-INVITE ended the dialog (RFC 3261 §12.2.1.2); that response
+            # comes next and fails the recording with its status (RFC 4028 §10).
+            return
         else:
             self._fail(500, f"dialog ended: {event.reason}")
 
@@ -1054,6 +1103,7 @@ def _quoted(text: str) -> str:
 
 
 __all__ = [
+    "ABANDONED_REASON",
     "Action",
     "AttemptResources",
     "PrepareAttempt",

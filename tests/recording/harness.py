@@ -142,14 +142,14 @@ class SrcNode:
 
 
 def srs_answer(
-    request: Request,
+    request: Request | Response,
     port: int = 30000,
     *,
     inactive: bool = False,
     ports: Sequence[int] | None = None,
     version: int = 0,
 ) -> bytes:
-    """The reference SRS answer to the SDP in a (multipart) SIPREC request.
+    """The reference SRS answer to the SDP in a (multipart) SIPREC message (request or 2xx).
 
     Read as an offer from the SRS, it is what an SRS re-INVITE offers: ``recvonly`` m-lines
     with the SRC's labels and codec numbers.
@@ -249,6 +249,7 @@ class SrsNode:
     requests: list[Request] = field(default_factory=list)
     events: list[UaEvent] = field(default_factory=list)
     held: list[RequestReceived] = field(default_factory=list)
+    outbox: list[tuple[bytes, Destination]] = field(default_factory=list)  # hand-made messages
 
     def _drain(self) -> None:
         while (event := self.core.next_event()) is not None:
@@ -269,11 +270,25 @@ class SrsNode:
         return self.core.get_timer()
 
     def messages_to_send(self) -> list[tuple[bytes, Destination]]:
-        return self.core.messages_to_send()
+        extra, self.outbox = self.outbox, []
+        return [*self.core.messages_to_send(), *extra]
 
     def transport_error(self, destination: Destination, now: float, reason: str) -> None:
         self.core.transport_error(destination, now, reason)
         self._drain()
+
+    def ack_with_answer(self, body: bytes, *, branch: str = "z9hG4bKhandmadeack") -> None:
+        """An ACK carrying an SDP answer (RFC 3264 §5), which the core's automatic ACK cannot do.
+
+        Drop the core's own ACK on the link (``link.drop``) before calling this.
+        """
+        dialog = self.core.dialog(self.dialog_id)
+        assert dialog is not None and dialog.destination is not None
+        ack = dialog.create_ack(body, "application/sdp")
+        host, port = self.core.local_addresses["udp"]
+        ack.headers.prepend("Via", f"SIP/2.0/UDP {host}:{port};branch={branch};rport")
+        ack.headers.add("Max-Forwards", "70")
+        self.outbox.append((bytes(ack), dialog.destination))
 
     def invites(self) -> list[Request]:
         return [r for r in self.requests if r.method == "INVITE"]
