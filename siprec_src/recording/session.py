@@ -680,15 +680,17 @@ class RecordingSession:
     # --- offers and bodies --------------------------------------------------------------------
 
     def _stream_offers(self, resources: AttemptResources) -> list[StreamOffer]:
-        return [
-            StreamOffer(
-                s.plan.label,
-                0 if s.refused else resources.ports[s.plan.label],
-                self.codec,
-                paused=self._paused,
+        # a=rtcp names our RTCP port explicitly (RFC 3605): the SRS's reports come back to the
+        # socket that sends, even through a NAT that would not keep "RTP port + 1".
+        offers = []
+        for s in self._streams:
+            port = 0 if s.refused else resources.ports[s.plan.label]
+            offers.append(
+                StreamOffer(
+                    s.plan.label, port, self.codec, rtcp_port=port + 1 if port else None, paused=self._paused
+                )
             )
-            for s in self._streams
-        ]
+        return offers
 
     def _crypto(self) -> dict[str, list[CryptoOffer]] | None:
         if not self.connector.secure:
@@ -756,6 +758,7 @@ class RecordingSession:
             content_type=body_type,
             headers=headers,
             credentials=self.connector.credentials,
+            rebody=self._rebody,
         )
         self._new_request_ids.append(request_id)
         self._inflight = _Inflight(
@@ -765,6 +768,21 @@ class RecordingSession:
         self._metadata_dirty = False
         self._snapshot_requested = False
         self._refresh_due = False
+
+    def _rebody(self) -> tuple[bytes, str | None]:
+        """The body of our re-INVITE when the core retries it after a 491 (RFC 3261 §14.1).
+
+        Between the 491 and the retry we may have answered the SRS's own offer, so the offer is
+        rebuilt from the current state and the o= version keeps growing (RFC 3264 §8).
+        """
+        inflight = self._inflight
+        assert inflight is not None and self._resources is not None
+        offer = self._offer(self._resources)
+        body_type, body = self._body(offer, metadata=inflight.metadata)
+        inflight.offer = offer
+        inflight.paused = self._paused
+        self._last_offer = offer
+        return body, body_type
 
     def _on_reinvite_response(self, response: Response, now: float) -> None:
         inflight = self._inflight

@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 import re
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
@@ -172,6 +172,7 @@ class _ClientRequest:
     glare_attempts: int = 0
     backing_off: bool = False  # between a 491 and the retry no re-INVITE is in progress (§14.1)
     established: DialogId | None = None
+    rebody: Callable[[], tuple[bytes, str | None]] | None = None  # fresh body for a glare retry
 
 
 @dataclass(slots=True)
@@ -311,10 +312,13 @@ class UserAgentCore:
         content_type: str | None = None,
         headers: Sequence[tuple[str, str]] = (),
         credentials: Sequence[Credentials] | None = None,
+        rebody: Callable[[], tuple[bytes, str | None]] | None = None,
     ) -> int:
         """Send BYE, re-INVITE, UPDATE, OPTIONS, INFO... inside a dialog.
 
         ``credentials`` answer a digest challenge to this request (default: the UA's own).
+        ``rebody`` gives the (body, Content-Type) to send when a 491 makes the core retry a
+        re-INVITE after the §14.1 back-off; without it the first body is sent again.
         """
         dialog = self._dialog(dialog_id)
         request = dialog.create_request(method, body=body, content_type=content_type)
@@ -331,6 +335,7 @@ class UserAgentCore:
             via_address=None,
             dialog_id=dialog_id,
             auth=DigestSession(tuple(credentials if credentials is not None else self.config.credentials)),
+            rebody=rebody,
         )
         self._clients[client.id] = client
         self._transmit(client, now)
@@ -583,6 +588,13 @@ class UserAgentCore:
             dialog.local_cseq += 1
             dialog.invite_cseq = dialog.local_cseq
             client.request.headers.set("CSeq", f"{dialog.local_cseq} {client.request.method}")
+            if client.rebody is not None:
+                # The TU's session may have moved on during the back-off (it answered the peer's
+                # offer): the retried offer must be current, with a greater o= version (RFC 3264 §8).
+                body, content_type = client.rebody()
+                client.request.body = body
+                if content_type is not None:
+                    client.request.headers.set("Content-Type", content_type)
             self._transmit(client, now)
         elif kind is _Kind.CANCEL_GUARD:
             assert isinstance(key, int)

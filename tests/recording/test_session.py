@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from siprec_src.media.spec import Leg, SrtpKeys
 from siprec_src.metadata.model import merge, participant_joined
 from siprec_src.metadata.reader import read_siprec_body
@@ -1079,11 +1077,6 @@ def test_glare_between_our_refresh_and_an_srs_reinvite_resolves() -> None:
     assert session.state is State.ACTIVE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="UserAgentCore re-sends the 491'd re-INVITE unchanged after its back-off, so the SDP "
-    "version goes back below that of the answer we gave the SRS in between (open: needs a core hook)",
-)
 def test_glare_retry_keeps_the_sdp_version_growing() -> None:
     """RFC 3264 §8: each SDP we send after the first has a greater o= version than the last."""
     link, src, (srs,) = world(latency=0.05)
