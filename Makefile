@@ -23,8 +23,8 @@ peers:
 	@bash scripts/install-peers.sh
 
 lint: install
-	$(VENV)/bin/ruff check siprec_src tests benchmarks
-	$(VENV)/bin/ruff format --check siprec_src tests benchmarks
+	$(VENV)/bin/ruff check siprec_src tests benchmarks examples
+	$(VENV)/bin/ruff format --check siprec_src tests benchmarks examples
 
 typecheck: install
 	$(VENV)/bin/mypy --strict siprec_src

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from siprec_src import __version__, demo
+from siprec_src import __version__, demo, record
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="set up, refresh and end SIPREC recording sessions with an in-process SRS on loopback",
     )
+    record.add_arguments(
+        commands.add_parser(
+            "record",
+            help="record a synthetic two-party call to an SRS (exit 0 only when recorded and ended cleanly)",
+        )
+    )
     return parser
 
 
@@ -27,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo.main()
+    if args.command == "record":
+        return record.main(args)
     parser.print_help(sys.stderr)
     return 2
 

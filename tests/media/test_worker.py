@@ -1,0 +1,218 @@
+"""The media worker: its command protocol over a real socketpair, and MediaHost on its own.
+
+Covers: frame splitting; a worker process started as the engine starts it, saying ready,
+answering commands with results and typed errors (unknown ids, a malformed request that raises
+inside, an unknown command), sending unsolicited events, exiting on ``close`` and on EOF of the
+control socket; MediaHost's socket registration and release, the four-fork limit, a fork started
+before its leg, and ``close``.
+Does not cover the engine's side of the protocol (test_engine.py).
+"""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from siprec_src.errors import LocalProtocolError
+from siprec_src.media.engine import WORKER_ENTRY
+from siprec_src.media.events import FirstPacketReceived, ForkStats, LegStats, MediaEvent, SourceLatched
+from siprec_src.media.ports import PortAllocator
+from siprec_src.media.rtp import RtpPacket
+from siprec_src.media.spec import ForkSpec, Leg, LegSpec
+from siprec_src.media.worker import FrameDecoder, MediaHost, Readable, encode_frame
+
+HOST = "127.0.0.1"
+
+
+def test_frames_split_anywhere_are_reassembled() -> None:
+    stream = b"".join(encode_frame(("event", i)) for i in range(5))
+    decoder = FrameDecoder()
+    got = []
+    for i in range(0, len(stream), 7):
+        got += decoder.feed(stream[i : i + 7])
+    assert got == [("event", i) for i in range(5)]
+    with pytest.raises(LocalProtocolError, match="corrupt"):
+        FrameDecoder().feed(b"\xff\xff\xff\xff")
+
+
+class WorkerUnderTest:
+    """A worker process started the way the engine starts it, spoken to synchronously."""
+
+    def __init__(self, port_min: int, port_max: int) -> None:
+        self.control, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER_ENTRY,
+                "--control-fd",
+                str(child.fileno()),
+                "--index",
+                "3",
+                "--port-min",
+                str(port_min),
+                "--port-max",
+                str(port_max),
+                "--stream-timeout",
+                "30",
+            ],
+            pass_fds=(child.fileno(),),
+        )
+        child.close()
+        self.control.settimeout(5)
+        self.decoder = FrameDecoder()
+        self.backlog: list[Any] = []
+        self.events: list[MediaEvent] = []
+        self.next_id = 0
+
+    def receive(self) -> Any:
+        while not self.backlog:
+            data = self.control.recv(65536)
+            if not data:
+                raise EOFError
+            self.backlog += self.decoder.feed(data)
+        return self.backlog.pop(0)
+
+    def call(self, command: str, *args: object) -> tuple[str, Any]:
+        self.next_id += 1
+        self.control.sendall(encode_frame(("call", self.next_id, command, args)))
+        while True:
+            message = self.receive()
+            if message[0] == "event":
+                self.events.append(message[1])
+                continue
+            assert message[1] == self.next_id
+            return message[0], message[2]
+
+    def close(self) -> None:
+        self.control.close()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def worker() -> Iterator[WorkerUnderTest]:
+    under_test = WorkerUnderTest(52000, 52099)
+    yield under_test
+    under_test.close()
+
+
+def test_worker_answers_commands_and_sends_events(worker: WorkerUnderTest) -> None:
+    kind, index, pid = worker.receive()
+    assert (kind, index, pid) == ("ready", 3, worker.process.pid)
+
+    status, tap = worker.call("open_leg", LegSpec("c", Leg.INBOUND), True)
+    assert status == "ok" and tap[0] == HOST and 52000 <= tap[1] <= 52098 and tap[1] % 2 == 0
+
+    status, error = worker.call("stop_fork", "ghost")
+    assert status == "error" and isinstance(error, LocalProtocolError) and "ghost" in str(error)
+
+    status, error = worker.call("fork_stats")  # no argument: raises inside, the worker lives on
+    assert status == "error" and "fork_stats failed" in str(error)
+    status, error = worker.call("shutdown_everything")
+    assert status == "error" and "bad control message" in str(error)
+
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind((HOST, 0))
+    sender.sendto(bytes(RtpPacket(0, 1, 160, 5, b"\x00" * 160)), tuple(tap))
+    deadline = time.monotonic() + 3
+    while len(worker.events) < 2 and time.monotonic() < deadline:
+        message = worker.receive()
+        assert message[0] == "event"
+        worker.events.append(message[1])
+    source = sender.getsockname()
+    assert worker.events == [
+        SourceLatched("c", Leg.INBOUND, source),
+        FirstPacketReceived("c", Leg.INBOUND, source),
+    ]
+    status, stats = worker.call("leg_stats", "c", Leg.INBOUND)
+    assert status == "ok" and stats == LegStats(packets=1, octets=160)
+    sender.close()
+
+    status, result = worker.call("close")
+    assert (status, result) == ("ok", None)
+    assert worker.process.wait(5) == 0
+
+
+def test_worker_exits_when_the_control_process_goes_away(worker: WorkerUnderTest) -> None:
+    assert worker.receive()[0] == "ready"
+    assert worker.call("reserve_fork_port", "c", "f", HOST)[0] == "ok"
+    worker.control.close()
+    assert worker.process.wait(5) == 0
+
+
+def test_specs_and_events_survive_pickling() -> None:
+    spec = ForkSpec("f", "c", Leg.OUTBOUND, (HOST, 1), (HOST, 2), (HOST, 3), 7, ((0, 0),))
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    assert pickle.loads(pickle.dumps(ForkStats(packets_sent=3))) == ForkStats(packets_sent=3)
+    error = pickle.loads(pickle.dumps(LocalProtocolError("no fork x")))
+    assert isinstance(error, LocalProtocolError) and str(error) == "no fork x"
+
+
+# --- MediaHost alone -----------------------------------------------------------------------------
+
+
+class FakeReactor:
+    def __init__(self) -> None:
+        self.readers: dict[int, Readable] = {}
+
+    def add_reader(self, fd: int, callback: Readable) -> None:
+        assert fd not in self.readers
+        self.readers[fd] = callback
+
+    def remove_reader(self, fd: int) -> None:
+        del self.readers[fd]
+
+
+def test_host_registers_and_releases_sockets_and_ports() -> None:
+    reactor = FakeReactor()
+    ports = PortAllocator(52200, 52299)
+    events: list[MediaEvent] = []
+    host = MediaHost(reactor, events.append, ports, 30.0)
+    host.open_leg(LegSpec("c", Leg.INBOUND), tap=True, now=0.0)
+    host.open_leg(LegSpec("c", Leg.OUTBOUND), tap=False, now=0.0)
+    assert len(reactor.readers) == 2 and len(ports) == 1
+    for i in range(4):
+        host.reserve_fork_port("c", f"f{i}", HOST)
+    with pytest.raises(LocalProtocolError, match="already has 4 forked streams"):
+        host.reserve_fork_port("c", "f4", HOST)
+    host.reserve_fork_port("other-call", "o", HOST)  # the limit is per call
+    assert len(reactor.readers) == 2 + 2 * 5 and len(ports) == 6
+    assert host.call_ids == {"c", "other-call"} and len(host.fork_ids) == 5
+    host.close(1.0, 1.0)
+    assert reactor.readers == {} and len(ports) == 0 and host.call_ids == set()
+    assert len(host.timers) == 0
+
+
+def test_host_attaches_a_fork_started_before_its_leg() -> None:
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind((HOST, 0))
+    sink.settimeout(3)
+    host = MediaHost(FakeReactor(), lambda event: None, PortAllocator(52400, 52499), 30.0)
+    local = host.reserve_fork_port("c", "f", HOST)
+    spec = ForkSpec("f", "c", Leg.OUTBOUND, local, sink.getsockname(), sink.getsockname(), 9, ((0, 0),))
+    host.start_fork(spec, 0.0)
+    with pytest.raises(LocalProtocolError, match="already started"):
+        host.start_fork(spec, 0.0)
+    host.open_leg(LegSpec("c", Leg.OUTBOUND), tap=False, now=0.0)
+    host.feed("c", Leg.OUTBOUND, bytes(RtpPacket(0, 5, 800, 1, b"\x01" * 160)), 0.1)
+    received = RtpPacket.parse(sink.recv(2048))
+    assert received.ssrc == 9 and received.payload == b"\x01" * 160
+    # Closing the leg leaves the fork; reopening attaches it again.
+    host.close_leg("c", Leg.OUTBOUND)
+    host.open_leg(LegSpec("c", Leg.OUTBOUND), tap=False, now=0.2)
+    host.feed("c", Leg.OUTBOUND, bytes(RtpPacket(0, 6, 960, 1, b"\x02" * 160)), 0.22)
+    assert RtpPacket.parse(sink.recv(2048)).sequence == (received.sequence + 1) & 0xFFFF
+    assert host.stop_fork("f", 1.0, 1.0).packets_sent == 2
+    host.close(1.0, 1.0)
+    sink.close()
