@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: all install peers lint typecheck pytest test demo bench clean
+.PHONY: all install peers lint typecheck pytest test demo bench bench-quick clean
 
 all: test
 
@@ -39,6 +39,10 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/bench_sip.py
+	$(PY) benchmarks/bench_media.py
+
+bench-quick: install
+	$(PY) benchmarks/bench_media.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
