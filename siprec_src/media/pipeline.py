@@ -713,6 +713,8 @@ class ForkPipeline:
     def _forward_srtp(
         self, data: memoryview, second: int, seq: int, ts: int, ssrc: int, octets: int, now: float
     ) -> None:
+        # The continuity check repeats _forward_rewrite's on purpose: this is the per-packet
+        # path, and a shared helper would cost a Python call per packet (measured ~0.1 µs).
         out = self._header[second]
         if out < 0:
             self.dropped_payload_type += 1
