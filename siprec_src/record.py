@@ -56,7 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--auth", default=None, metavar="USER:PASSWORD", help="digest credentials for the SRS"
     )
-    parser.add_argument("--config", default=None, metavar="FILE", help="(reserved for the sidecar config)")
+    parser.add_argument(
+        "--config", default=None, metavar="FILE", help="sidecar config file (not yet: comes with `serve`)"
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
 
 
@@ -72,6 +74,9 @@ def _local_ip_for(host: str) -> str:
 
 
 async def record(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    if args.config is not None:
+        # Refused rather than ignored: a user who passes a config expects it to be applied.
+        raise SiprecError("--config: config files arrive with `siprec-src serve`; use the options for now")
     params: dict[str, str] = {}
     for item in args.param:
         name, sep, value = item.partition("=")
