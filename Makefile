@@ -38,11 +38,11 @@ demo: install
 	$(VENV)/bin/siprec-src demo
 
 bench: install
-	$(PY) benchmarks/bench_sip.py
-	$(PY) benchmarks/bench_media.py
+	$(PY) -m benchmarks.bench_sip
+	$(PY) -m benchmarks.bench_media
 
 bench-quick: install
-	$(PY) benchmarks/bench_media.py --quick
+	$(PY) -m benchmarks.bench_media --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

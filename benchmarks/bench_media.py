@@ -1,6 +1,6 @@
 """Media benchmark: µs per packet of the fork pipelines, and packets/s through one media worker.
 
-Run ``python benchmarks/bench_media.py [--quick] [--out DIR]``. It prints a table and writes
+Run ``python -m benchmarks.bench_media [--quick] [--out DIR]`` from the checkout. It prints a table and writes
 ``media-<YYYYMMDD-HHMMSS>-<host>.json`` to ``DIR`` (default ``benchmarks/results``).
 
 What is measured:
@@ -43,28 +43,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import platform
-import re
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from siprec_src import __version__
+from benchmarks.report import RESULTS_DIR, Figure, ParamValue, format_table, machine, write_report
 from siprec_src.media import ForkSpec, Leg, LegSpec, MediaConfig, MediaEngine, SrtpKeys
 from siprec_src.media.pipeline import ForkPipeline, LegReceiver
 from siprec_src.media.rtp import RtpPacket
 from siprec_src.media.srtp import generate_key_params
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SUITE = "AES_CM_128_HMAC_SHA1_80"
 KEPT_UP_LAG = 0.1  # seconds
 EPHEMERAL_START = 32768  # Linux's default ip_local_port_range starts here
@@ -74,18 +69,6 @@ EPHEMERAL_START = 32768  # Linux's default ip_local_port_range starts here
 SINK_POLL_US = 1000
 MODES = ("plain", "rewrite", "srtp")
 HOST = "127.0.0.1"
-
-ParamValue = int | float | str | bool
-
-
-@dataclass(frozen=True, slots=True)
-class Figure:
-    """One measured number, with what it was measured over."""
-
-    name: str
-    value: float
-    unit: str
-    params: dict[str, ParamValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,9 +210,6 @@ class LoadGenerator:
     def __init__(self) -> None:
         self.kind = "python"
         self._loadgen: Any = None
-        root = str(Path(__file__).resolve().parents[1])
-        if root not in sys.path:  # run as a script: make the benchmarks package importable
-            sys.path.append(root)
         with contextlib.suppress(Exception):
             from benchmarks import loadgen
 
@@ -652,39 +632,12 @@ def _describe(figure: Figure) -> str:
 
 def build_report(figures: Sequence[Figure], counts: Counts, load: str, *, quick: bool) -> dict[str, Any]:
     return {
-        "benchmark": "media",
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": socket.gethostname(),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "siprec_src": __version__,
+        **machine("media"),
         "quick": quick,
         "load_generator": load,
         "counts": asdict(counts),
         "figures": [asdict(figure) for figure in figures],
     }
-
-
-def write_report(report: dict[str, Any], out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.fromisoformat(report["timestamp"]).strftime("%Y%m%d-%H%M%S")
-    host = re.sub(r"[^A-Za-z0-9.-]", "_", str(report["host"])) or "unknown"
-    path = out_dir / f"media-{stamp}-{host}.json"
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
-
-
-def format_table(figures: Sequence[Figure]) -> str:
-    rows = [("name", "value", "unit")]
-    for figure in figures:
-        value = f"{figure.value:,.1f}" if figure.value >= 100 else f"{figure.value:.3f}"
-        rows.append((figure.name, value, figure.unit))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = [f"{name:<{widths[0]}}  {value:>{widths[1]}}  {unit}" for name, value, unit in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
 
 
 def run(counts: Counts, modes: Sequence[str], *, with_worker: bool = True) -> tuple[list[Figure], str]:

@@ -1,6 +1,6 @@
 """SIP signalling benchmark: codec speed on a realistic SIPREC INVITE, and loopback transaction rates.
 
-Run ``python benchmarks/bench_sip.py [--quick] [--out DIR]``. It prints a table and writes
+Run ``python -m benchmarks.bench_sip [--quick] [--out DIR]`` from the checkout. It prints a table and writes
 ``sip-<YYYYMMDD-HHMMSS>-<host>.json`` to ``DIR`` (default ``benchmarks/results``).
 
 What is measured:
@@ -24,20 +24,15 @@ import argparse
 import asyncio
 import gc
 import importlib
-import json
-import os
-import platform
-import re
-import socket
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import RESULTS_DIR, Figure, ParamValue, format_table, machine, write_report
 from siprec_src import __version__
 from siprec_src.signaling.transport import ListenSpec
 from siprec_src.signaling.useragent import UserAgent
@@ -47,20 +42,6 @@ from siprec_src.sip.multipart import BodyPart, decode_multipart, encode_multipar
 from siprec_src.sip.target import Destination
 from siprec_src.sip.uri import SipUri, parse_uri
 from siprec_src.sip.useragent import RequestReceived, UaConfig, UaEvent, UserAgentCore
-
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
-ParamValue = int | float | str
-
-
-@dataclass(frozen=True, slots=True)
-class Figure:
-    """One measured number, with what it was measured over."""
-
-    name: str
-    value: float
-    unit: str
-    params: dict[str, ParamValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,15 +448,8 @@ def run(counts: Counts) -> tuple[list[Figure], str]:
 def build_report(figures: Sequence[Figure], counts: Counts, loop_name: str, *, quick: bool) -> dict[str, Any]:
     invite = siprec_invite()
     return {
-        "benchmark": "sip",
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": socket.gethostname(),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
+        **machine("sip"),
         "loop": loop_name,
-        "cpu_count": os.cpu_count(),
-        "siprec_src": __version__,
         "quick": quick,
         "counts": asdict(counts),
         "messages": {
@@ -485,26 +459,6 @@ def build_report(figures: Sequence[Figure], counts: Counts, loop_name: str, *, q
         },
         "figures": [asdict(figure) for figure in figures],
     }
-
-
-def write_report(report: dict[str, Any], out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.fromisoformat(report["timestamp"]).strftime("%Y%m%d-%H%M%S")
-    host = re.sub(r"[^A-Za-z0-9.-]", "_", str(report["host"])) or "unknown"
-    path = out_dir / f"sip-{stamp}-{host}.json"
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
-
-
-def format_table(figures: Sequence[Figure]) -> str:
-    rows = [("name", "value", "unit")]
-    for figure in figures:
-        value = f"{figure.value:,.1f}" if figure.value >= 100 else f"{figure.value:.3f}"
-        rows.append((figure.name, value, figure.unit))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = [f"{name:<{widths[0]}}  {value:>{widths[1]}}  {unit}" for name, value, unit in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
