@@ -92,7 +92,7 @@ async def record(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         if args.tls_cert:
             listens.append(ListenSpec("tls", bind, 0))
     config = EngineConfig(sip_listen=tuple(listens), tls=tls, media_host=bind, from_uri=args.from_aor)
-    summary: dict[str, Any] = {"srs_list": args.srs, "events": []}
+    summary: dict[str, Any] = {"srs_list": args.srs}
     codec = PCMA if args.codec == "PCMA" else PCMU
     async with Engine(config) as engine:
         call = await engine.open_call(caller=Party(args.from_aor), callee=Party(args.to_aor), codec=codec)

@@ -37,8 +37,6 @@ from siprec_src.recording.connector import Connector, Edge, connector_for, parse
 from siprec_src.recording.events import (
     RecordingEvent,
     RecordingFailed,
-    RecordingPaused,
-    RecordingResumed,
     RecordingStarted,
     RecordingStopped,
 )
@@ -128,11 +126,7 @@ class Recording:
     @property
     def streams(self) -> list[tuple[str, Leg, int]]:
         """(label, leg, SSRC) of each stream."""
-        return [(s.label, s.leg, s.ssrc) for s in self._plans]
-
-    @property
-    def _plans(self) -> tuple[StreamPlan, ...]:
-        return tuple(stream.plan for stream in self.session._streams)
+        return [(s.label, s.leg, s.ssrc) for s in self.session.plans]
 
     async def wait_started(self, timeout: float | None = None) -> None:
         """Return once the SRS accepted; raise ``RecordingError`` if it failed or stopped first."""
@@ -237,7 +231,9 @@ class Call:
         self.caller, self.callee = caller, callee
         for recording in self.recordings.values():
             if recording.session.state in (State.STARTING, State.ACTIVE, State.PAUSED):
-                metadata = self._engine._metadata(self, recording.track, recording.session.metadata)
+                previous = recording.session.metadata
+                custom = previous.extensions[0].elements if previous.extensions else ()
+                metadata = _with_ids_of(previous, self._engine._metadata(self, recording.track, custom))
                 session = recording.session
                 self._engine._command(session, functools.partial(_update_at, session, metadata))
 
@@ -420,39 +416,16 @@ class Engine:
             chosen = replace(chosen, srs=targets, secure=secure)
         return chosen
 
-    def _metadata(
-        self, call: Call, track: Track, previous: RecordingMetadata | None = None
-    ) -> RecordingMetadata:
-        metadata = for_call(
+    def _metadata(self, call: Call, track: Track, custom: Sequence[tuple[str, str]]) -> RecordingMetadata:
+        """A complete snapshot for a recording of ``call`` (RFC 7865): its parties and its streams."""
+        return for_call(
             call.call_id,
             [(call.caller.aor, call.caller.name), (call.callee.aor, call.callee.name)],
             [(label, sender, receivers) for label, _, sender, receivers in stream_roles(track)],
             datetime.now(UTC),
             secrets.token_bytes,
             sip_session_id=call.sip_session_id,
-            custom_parameters=previous.extensions[0].elements if previous and previous.extensions else (),
-        )
-        if previous is None:
-            return metadata
-        # RFC 7865 §6: ids are stable for the recording's life; only the parties change.
-        return replace(
-            metadata,
-            groups=previous.groups,
-            sessions=previous.sessions,
-            streams=previous.streams,
-            participant_stream_assocs=tuple(
-                replace(
-                    assoc,
-                    send=previous.participant_stream_assocs[i].send,
-                    recv=previous.participant_stream_assocs[i].recv,
-                )
-                for i, assoc in enumerate(metadata.participant_stream_assocs)
-            ),
-            participants=tuple(
-                replace(p, session_id=previous.sessions[0].session_id) for p in metadata.participants
-            ),
-            session_recording_assocs=previous.session_recording_assocs,
-            extensions=previous.extensions,
+            custom_parameters=custom,
         )
 
     async def _record(
@@ -495,17 +468,10 @@ class Engine:
             else:
                 headers.append((key if key.lower().startswith("x-") else f"X-{key}", value))
         sid = "SR" + secrets.token_hex(16)
-        roles = stream_roles(track)
-        plans = tuple(StreamPlan(label, leg, self._rng.getrandbits(32)) for label, leg, _, _ in roles)
-        metadata = for_call(
-            call.call_id,
-            [(call.caller.aor, call.caller.name), (call.callee.aor, call.callee.name)],
-            [(label, sender, receivers) for label, _, sender, receivers in roles],
-            datetime.now(UTC),
-            secrets.token_bytes,
-            sip_session_id=call.sip_session_id,
-            custom_parameters=custom,
+        plans = tuple(
+            StreamPlan(label, leg, self._rng.getrandbits(32)) for label, leg, _, _ in stream_roles(track)
         )
+        metadata = self._metadata(call, track, custom)
         session = RecordingSession(
             sid,
             self.router.core,
@@ -712,6 +678,25 @@ class Engine:
         return stats
 
 
+def _with_ids_of(previous: RecordingMetadata, fresh: RecordingMetadata) -> RecordingMetadata:
+    """``fresh`` parties under ``previous``'s group, session and stream ids.
+
+    RFC 7865 §6: those ids are stable for the recording's life; only the parties change.
+    """
+    session_id = previous.sessions[0].session_id
+    pairs = zip(fresh.participant_stream_assocs, previous.participant_stream_assocs, strict=True)
+    return replace(
+        fresh,
+        groups=previous.groups,
+        sessions=previous.sessions,
+        streams=previous.streams,
+        participants=tuple(replace(p, session_id=session_id) for p in fresh.participants),
+        participant_stream_assocs=tuple(replace(assoc, send=old.send, recv=old.recv) for assoc, old in pairs),
+        session_recording_assocs=previous.session_recording_assocs,
+        extensions=previous.extensions,
+    )
+
+
 def _fail_at(session: RecordingSession, status: int, reason: str, now: float) -> None:
     session.fail(now, status, reason)
 
@@ -727,7 +712,5 @@ __all__ = [
     "Party",
     "Recording",
     "RecordingError",
-    "RecordingPaused",
-    "RecordingResumed",
     "Track",
 ]

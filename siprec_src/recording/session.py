@@ -61,7 +61,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from siprec_src.errors import LocalProtocolError, RemoteProtocolError, SiprecError
+from siprec_src.errors import LocalProtocolError, RemoteProtocolError
 from siprec_src.media.spec import Address, ForkSpec, Leg, SrtpKeys
 from siprec_src.metadata.model import RecordingMetadata
 from siprec_src.metadata.xml import to_xml
@@ -96,7 +96,7 @@ from siprec_src.sip.dialog import DialogId, DialogState
 from siprec_src.sip.headers import NameAddress, parse_delta
 from siprec_src.sip.message import Request, Response
 from siprec_src.sip.multipart import BodyPart, MultipartError, decode_multipart, encode_multipart
-from siprec_src.sip.syntax import SipParseError, get_param, parse_params
+from siprec_src.sip.syntax import SipParseError, get_param, parse_params, quote
 from siprec_src.sip.target import Destination
 from siprec_src.sip.uri import SipUri
 from siprec_src.sip.useragent import (
@@ -276,7 +276,6 @@ class RecordingSession:
         self._snapshot_requested = False
         self._refresh_due = False
         self._forks_started = False
-        self._pending_offerless: str | None = None  # SRS re-INVITE without SDP: our offer went in the 2xx
         self._offerless_offer: SessionDescription | None = None
         self._awaiting_ack = False  # we sent a 2xx to an SRS re-INVITE and its ACK has not come
         # deadlines
@@ -310,6 +309,10 @@ class RecordingSession:
     @property
     def fork_ids(self) -> tuple[str, ...]:
         return tuple(self.fork_id(s.plan.label) for s in self._streams)
+
+    @property
+    def plans(self) -> tuple[StreamPlan, ...]:
+        return tuple(s.plan for s in self._streams)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -394,7 +397,7 @@ class RecordingSession:
         if self.state is State.STARTING and self._invite_id is not None:
             self.core.cancel(self._invite_id, now)
         elif self._dialog_live():
-            self._send_bye(now, f'SIP;cause={status};text="{_quoted(reason)}"')
+            self._send_bye(now, f"SIP;cause={status};text={_quoted(reason)}")
         self._fail(status, reason)
 
     def _dialog_live(self) -> bool:
@@ -594,10 +597,7 @@ class RecordingSession:
     def _retry_422(self, response: Response, now: float) -> None:
         # RFC 4028 §7.4: retry with the Min-SE of the 422 (same Call-ID and From tag, CSeq + 1).
         assert self._invite is not None
-        try:
-            min_se = parse_delta(response.headers.get("Min-SE") or "", name="Min-SE", maximum=2**31)
-        except SipParseError:
-            min_se = 0
+        min_se = _min_se(response)
         if self._retries_422 >= MAX_422_RETRIES or min_se <= self.session_expires or not self.session_expires:
             self._attempt_failed(422, f"422 without a usable Min-SE ({min_se or 'none'})", now)
             return
@@ -812,17 +812,14 @@ class RecordingSession:
             return
         if status == 422:
             # RFC 4028 §7.4 applies to refreshes too: raise the interval and send again.
-            try:
-                min_se = parse_delta(response.headers.get("Min-SE") or "", name="Min-SE", maximum=2**31)
-            except SipParseError:
-                min_se = 0
+            min_se = _min_se(response)
             if min_se > self.session_expires:
                 self.session_expires = self.min_se = min_se
                 self._refresh_due = True
                 self._metadata_dirty |= inflight.metadata
                 self._want_reinvite(now)
                 return
-        if status in (408, 481) or status == 422:
+        if status in (408, 422, 481):
             # RFC 3261 §12.2.1.2 / RFC 4028 §10: the dialog (or session) is gone.
             self.fail(now, status, f"re-INVITE refused: {status} {_reason_of(response)}")
             return
@@ -924,7 +921,7 @@ class RecordingSession:
         except (RemoteProtocolError, SipParseError, SdpError) as exc:
             reason = exc.reason if isinstance(exc, RemoteProtocolError | SipParseError) else str(exc)
             self.core.respond(
-                event.server_id, 488, now, headers=[("Warning", f'399 siprec-src "{_quoted(reason)}"')]
+                event.server_id, 488, now, headers=[("Warning", f"399 siprec-src {_quoted(reason)}")]
             )
             return
         # Only an accepted request refreshes the session (RFC 4028 §9): a 488 leaves the timer.
@@ -1100,6 +1097,14 @@ def _without_origin(sdp: SessionDescription) -> bytes:
     return bytes(replace(sdp, origin=replace(sdp.origin, session_version="0")))
 
 
+def _min_se(response: Response) -> int:
+    """The Min-SE of a 422 (RFC 4028 §6), 0 when it is missing or unreadable."""
+    try:
+        return parse_delta(response.headers.get("Min-SE") or "", name="Min-SE", maximum=2**31)
+    except SipParseError:
+        return 0
+
+
 def _retry_after(response: Response) -> int | None:
     value = response.headers.get("Retry-After")
     if not value:
@@ -1117,7 +1122,8 @@ def _reason_of(response: Response) -> str:
 
 
 def _quoted(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
+    """``text`` as a quoted-string for Reason/Warning; line breaks become spaces (quote() refuses them)."""
+    return quote(text.replace("\r", " ").replace("\n", " "))
 
 
 __all__ = [
@@ -1126,7 +1132,6 @@ __all__ = [
     "AttemptResources",
     "PrepareAttempt",
     "RecordingSession",
-    "SiprecError",
     "StartForks",
     "State",
     "StopForks",

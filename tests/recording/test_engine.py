@@ -194,3 +194,19 @@ async def test_the_embedding_example_runs() -> None:
         assert process.returncode == 0, err.decode()
         assert b"25 packets sent" in out
         assert len(srs.sinks) == 2 and all(len(s.packets) == 25 for s in srs.sinks)
+
+
+async def test_update_participants_reinvites_with_the_same_ids() -> None:
+    async with MiniSrs() as srs, Engine() as engine:
+        call = await engine.open_call(caller=ALICE, callee=BOB)
+        recording = await call.record(srs=[srs.uri()], params={"Queue": "7"}, params_in_metadata=True)
+        await recording.wait_started(timeout=5)
+        await call.update_participants(ALICE, Party("sip:carol@example.net", "Carol"))
+        await _settle(lambda: len(srs.invites) == 2)
+        _, first = read_siprec_body(srs.invites[0].content_type or "", srs.invites[0].body)
+        _, second = read_siprec_body(srs.invites[1].content_type or "", srs.invites[1].body)
+        assert second.sessions[0].session_id == first.sessions[0].session_id
+        assert [s.stream_id for s in second.streams] == [s.stream_id for s in first.streams]
+        assert "sip:carol@example.net" in {p.aor for p in second.participants}
+        assert ("Queue", "7") in second.extensions[0].elements
+        await call.close()
