@@ -41,6 +41,8 @@ from email.parser import BytesParser
 from pathlib import Path
 from types import TracebackType
 
+from tests.interop.srs.harness import SipText
+
 METADATA_TYPE = "application/rs-metadata+xml"
 # The payload of the datagram that tells when dumpcap has written everything (see stop()).
 _MARKER = b"siprec-src capture sync "
@@ -58,7 +60,7 @@ def _tool(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class CapturedSip:
+class CapturedSip(SipText):
     """One SIP message as it crossed the wire."""
 
     frame: int
@@ -69,35 +71,12 @@ class CapturedSip:
 
     @property
     def head(self) -> str:
-        return self.raw.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+        return self.raw.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace").replace("\r", "")
 
     @property
     def body(self) -> bytes:
         parts = self.raw.split(b"\r\n\r\n", 1)
         return parts[1] if len(parts) == 2 else b""
-
-    @property
-    def start_line(self) -> str:
-        return self.head.split("\r\n", 1)[0]
-
-    @property
-    def method(self) -> str | None:
-        first = self.start_line.split(" ", 1)[0]
-        return None if first.startswith("SIP/") else first
-
-    @property
-    def status(self) -> int | None:
-        parts = self.start_line.split(" ", 2)
-        return int(parts[1]) if parts[0].startswith("SIP/") and len(parts) > 1 else None
-
-    def header(self, name: str) -> str | None:
-        """First value of a header (case-insensitive; folded lines joined; no compact forms)."""
-        unfolded = self.head.replace("\r\n ", " ").replace("\r\n\t", " ")
-        for line in unfolded.split("\r\n")[1:]:
-            field_name, sep, value = line.partition(":")
-            if sep and field_name.strip().lower() == name.lower():
-                return value.strip()
-        return None
 
     def text(self) -> str:
         return self.raw.decode("utf-8", "replace")

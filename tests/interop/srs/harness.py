@@ -241,17 +241,21 @@ class TlsFiles:
     cafile: str | None = None
 
 
-@dataclass(frozen=True)
-class SipMessage:
-    """One message in SIPp's trace, as SIPp saw it."""
+class SipText:
+    """Start line and header lookup on a SIP message's text.
 
-    direction: Literal["received", "sent"]
-    transport: str
-    text: str
+    The tests' own plain reading, deliberately not the product's parser: what SIPp and tshark
+    saw is checked without trusting the code under test. ``head`` is the start line and
+    header fields, LF line ends.
+    """
+
+    @property
+    def head(self) -> str:
+        raise NotImplementedError
 
     @property
     def start_line(self) -> str:
-        return self.text.split("\n", 1)[0].strip()
+        return self.head.split("\n", 1)[0].strip()
 
     @property
     def method(self) -> str | None:
@@ -266,13 +270,26 @@ class SipMessage:
         return int(parts[1]) if parts[0].startswith("SIP/") and len(parts) > 1 else None
 
     def header(self, name: str) -> str | None:
-        """The first value of header ``name`` (case-insensitive; no compact forms)."""
-        head = self.text.split("\n\n", 1)[0].replace("\r", "")
-        for line in head.split("\n")[1:]:
+        """First value of a header (case-insensitive; folded lines joined; no compact forms)."""
+        unfolded = self.head.replace("\n ", " ").replace("\n\t", " ")
+        for line in unfolded.split("\n")[1:]:
             field_name, sep, value = line.partition(":")
             if sep and field_name.strip().lower() == name.lower():
                 return value.strip()
         return None
+
+
+@dataclass(frozen=True)
+class SipMessage(SipText):
+    """One message in SIPp's trace, as SIPp saw it."""
+
+    direction: Literal["received", "sent"]
+    transport: str
+    text: str
+
+    @property
+    def head(self) -> str:
+        return self.text.replace("\r", "").split("\n\n", 1)[0]
 
 
 def parse_message_log(text: str) -> list[SipMessage]:
