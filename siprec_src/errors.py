@@ -14,7 +14,16 @@ class SiprecError(Exception):
 
 
 class LocalProtocolError(SiprecError):
-    """The API was misused: a request the protocol forbids, a state that does not allow it."""
+    """The API was misused: a request the protocol forbids, a state that does not allow it.
+
+    ``field`` names the argument at fault (the control API reports it in its 4xx body) and
+    ``code`` is a stable machine-readable kind (``unknown_connector``, ``stream_limit``...).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.code = code
 
 
 class RemoteProtocolError(SiprecError):

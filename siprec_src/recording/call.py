@@ -39,7 +39,9 @@ class Track(StrEnum):
             return cls(text)
         except ValueError:
             allowed = ", ".join(t.value for t in cls)
-            raise LocalProtocolError(f"track {text!r} is not one of {allowed}") from None
+            raise LocalProtocolError(
+                f"track {text!r} is not one of {allowed}", field="track", code="invalid_track"
+            ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,9 @@ class Party:
 
     def __post_init__(self) -> None:
         if not self.aor or any(c in self.aor for c in "\r\n\x00<> "):
-            raise LocalProtocolError(f"participant AOR {self.aor!r} is not a URI")
+            raise LocalProtocolError(
+                f"participant AOR {self.aor!r} is not a URI", field="aor", code="invalid_party"
+            )
 
 
 def stream_roles(track: Track) -> list[tuple[str, Leg, int, list[int]]]:
@@ -66,5 +70,9 @@ def stream_roles(track: Track) -> list[tuple[str, Leg, int, list[int]]]:
 
 def check_name(name: str) -> str:
     if not _NAME.fullmatch(name):
-        raise LocalProtocolError(f"name {name!r} must be 1-64 characters of letters, digits and _ . : @ + -")
+        raise LocalProtocolError(
+            f"name {name!r} must be 1-64 characters of letters, digits and _ . : @ + -",
+            field="name",
+            code="invalid_name",
+        )
     return name

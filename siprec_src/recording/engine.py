@@ -194,7 +194,9 @@ class Call:
         if found is None:
             found = next((r for r in self.recordings.values() if r.name == sid_or_name), None)
         if found is None:
-            raise LocalProtocolError(f"call {self.call_id} has no recording {sid_or_name!r}")
+            raise LocalProtocolError(
+                f"call {self.call_id} has no recording {sid_or_name!r}", field="sid", code="no_such_recording"
+            )
         return found
 
     def feed(self, leg: Leg, packet: bytes) -> None:
@@ -352,7 +354,9 @@ class Engine:
             raise LocalProtocolError("the engine is not started (use `async with Engine(...)`)")
         call_id = call_id or secrets.token_hex(16)
         if call_id in self.calls:
-            raise LocalProtocolError(f"call {call_id!r} is already open")
+            raise LocalProtocolError(
+                f"call {call_id!r} is already open", field="call_id", code="duplicate_call"
+            )
         taps: dict[Leg, Address] = {}
         host = bind_host or self.config.media_host
         opened: list[Leg] = []
@@ -380,7 +384,7 @@ class Engine:
     def call(self, call_id: str) -> Call:
         found = self.calls.get(call_id)
         if found is None:
-            raise LocalProtocolError(f"no call {call_id!r}")
+            raise LocalProtocolError(f"no call {call_id!r}", field="call_id", code="no_such_call")
         return found
 
     # --- recordings ----------------------------------------------------------------------------
@@ -394,7 +398,11 @@ class Engine:
             found = self.config.connectors.get(connector)
             if found is None:
                 known = ", ".join(sorted(self.config.connectors)) or "none configured"
-                raise LocalProtocolError(f"unknown connector {connector!r} (known: {known})")
+                raise LocalProtocolError(
+                    f"unknown connector {connector!r} (known: {known})",
+                    field="connector",
+                    code="unknown_connector",
+                )
             chosen = found
         elif srs:
             chosen = connector_for(
@@ -405,7 +413,11 @@ class Engine:
                 from_uri=self.config.from_uri,
             )
         else:
-            raise LocalProtocolError("a recording needs a connector or at least one SRS URI")
+            raise LocalProtocolError(
+                "a recording needs a connector or at least one SRS URI",
+                field="connector",
+                code="missing_connector",
+            )
         if secure is not None and secure != chosen.secure:
             targets = tuple(
                 parse_srs(
@@ -442,16 +454,22 @@ class Engine:
         secure: bool | None,
     ) -> Recording:
         if call.closed:
-            raise LocalProtocolError(f"call {call.call_id} is closed")
+            raise LocalProtocolError(f"call {call.call_id} is closed", field="call_id", code="call_closed")
         if name is not None:
             check_name(name)
             if any(r.name == name and not r.session.state.terminal for r in call.recordings.values()):
-                raise LocalProtocolError(f"call {call.call_id} already has a recording named {name!r}")
+                raise LocalProtocolError(
+                    f"call {call.call_id} already has a recording named {name!r}",
+                    field="name",
+                    code="duplicate_name",
+                )
         wanted = len(track.legs)
         if call.active_streams + wanted > MAX_STREAMS_PER_CALL:
             raise LocalProtocolError(
                 f"call {call.call_id} has {call.active_streams} forked streams; {track} needs {wanted} "
-                f"more and the limit is {MAX_STREAMS_PER_CALL} per call"
+                f"more and the limit is {MAX_STREAMS_PER_CALL} per call",
+                field="track",
+                code="stream_limit",
             )
         chosen = self._connector(connector, srs, secure)
         headers: list[tuple[str, str]] = []
@@ -462,7 +480,11 @@ class Engine:
                 or any(c in key + value for c in "\r\n\x00")
                 or not key.replace("-", "").replace("_", "").isalnum()
             ):
-                raise LocalProtocolError(f"parameter {key!r} must be a token without line breaks")
+                raise LocalProtocolError(
+                    f"parameter {key!r} must be a token without line breaks",
+                    field="params",
+                    code="invalid_param",
+                )
             if params_in_metadata:
                 custom.append((key, value))
             else:

@@ -410,7 +410,11 @@ class RecordingSession:
 
     def _require_live(self, what: str) -> None:
         if self.state.terminal or self.state is State.NEW:
-            raise LocalProtocolError(f"cannot {what} recording {self.recording_id}: it is {self.state}")
+            raise LocalProtocolError(
+                f"cannot {what} recording {self.recording_id}: it is {self.state}",
+                field="status",
+                code="invalid_state",
+            )
 
     # --- timers ---------------------------------------------------------------------------
 

@@ -1,0 +1,47 @@
+"""What the control plane is configured with (built by ``siprec_src.config`` from TOML).
+
+Frozen values only: the control modules never read files or the environment themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCredentials:
+    """Who may drive the API. There is no anonymous default (every shape needs one of these).
+
+    - ``tokens``: Bearer tokens for the native ``/v1`` API;
+    - ``twilio_account_sid`` / ``twilio_auth_token``: HTTP Basic for the Twilio-shaped API
+      (the token also signs Twilio-style status callbacks, as Twilio does);
+    - ``telnyx_api_key``: Bearer token for the Telnyx-shaped ``/v2`` API.
+    A shape whose credentials are not configured answers 404 (it is not enabled).
+    """
+
+    tokens: tuple[str, ...] = ()
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    telnyx_api_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackSettings:
+    """Status callback delivery: bounded queue, per-attempt timeout, retries with backoff."""
+
+    signing_secret: str | None = None  # HMAC-SHA256 key for native callbacks (X-Siprec-Signature)
+    timeout: float = 5.0  # seconds per delivery attempt
+    retries: int = 3  # attempts after the first one
+    backoff: float = 1.0  # first retry delay; doubles each retry
+    queue_size: int = 10_000  # events waiting beyond this are dropped and logged
+
+
+@dataclass(frozen=True, slots=True)
+class ControlSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    credentials: ApiCredentials = ApiCredentials()
+    public_url: str | None = None  # base URL as clients see it (for `uri` fields); default from the request
+    max_body_bytes: int = 64 * 1024
+    max_calls: int = 10_000
+    callbacks: CallbackSettings = CallbackSettings()
