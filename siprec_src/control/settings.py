@@ -5,7 +5,7 @@ Frozen values only: the control modules never read files or the environment them
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,17 +19,18 @@ class ApiCredentials:
     A shape whose credentials are not configured answers 404 (it is not enabled).
     """
 
-    tokens: tuple[str, ...] = ()
+    # Secrets stay out of reprs, so a logged config never shows them.
+    tokens: tuple[str, ...] = field(default=(), repr=False)
     twilio_account_sid: str | None = None
-    twilio_auth_token: str | None = None
-    telnyx_api_key: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    telnyx_api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class CallbackSettings:
     """Status callback delivery: bounded queue, per-attempt timeout, retries with backoff."""
 
-    signing_secret: str | None = None  # HMAC-SHA256 key for native callbacks (X-Siprec-Signature)
+    signing_secret: str | None = field(default=None, repr=False)  # HMAC-SHA256 key for native callbacks (X-Siprec-Signature)
     timeout: float = 5.0  # seconds per delivery attempt
     retries: int = 3  # attempts after the first one
     backoff: float = 1.0  # first retry delay; doubles each retry

@@ -81,7 +81,7 @@ class Credentials:
     """A username and password; ``realm`` None means "for any realm"."""
 
     username: str
-    password: str
+    password: str = field(repr=False)  # never in logs or reprs
     realm: str | None = None
 
 
