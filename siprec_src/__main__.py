@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from siprec_src import __version__, demo, record
+from siprec_src import __version__, config, demo, record
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="record a synthetic two-party call to an SRS (exit 0 only when recorded and ended cleanly)",
         )
     )
+    config.add_check_arguments(
+        commands.add_parser("check-config", help="validate a sidecar config file and report every error")
+    )
     return parser
 
 
@@ -35,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo.main()
     if args.command == "record":
         return record.main(args)
+    if args.command == "check-config":
+        return config.check_main(args)
     parser.print_help(sys.stderr)
     return 2
 

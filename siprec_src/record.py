@@ -17,10 +17,11 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from siprec_src.config import load_config
 from siprec_src.errors import SiprecError
 from siprec_src.media.spec import Leg
 from siprec_src.recording.call import Party, Track
-from siprec_src.recording.connector import connector_for, parse_srs
+from siprec_src.recording.connector import Connector, connector_for, parse_srs
 from siprec_src.recording.engine import Engine, EngineConfig, RecordingError
 from siprec_src.recording.events import RecordingStarted, RecordingStopped
 from siprec_src.sdp.siprec import PCMA, PCMU
@@ -31,7 +32,10 @@ from siprec_src.synthetic import SyntheticLeg, play
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--srs", action="append", required=True, metavar="URI", help="SRS URI (repeat for failover)"
+        "--srs", action="append", default=[], metavar="URI", help="SRS URI (repeat for failover)"
+    )
+    parser.add_argument(
+        "--connector", default=None, metavar="NAME", help="a connector of --config instead of --srs"
     )
     parser.add_argument("--track", default="both_tracks", choices=[t.value for t in Track])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of audio (default 5)")
@@ -57,7 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--auth", default=None, metavar="USER:PASSWORD", help="digest credentials for the SRS"
     )
     parser.add_argument(
-        "--config", default=None, metavar="FILE", help="sidecar config file (not yet: comes with `serve`)"
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="sidecar config file: its SIP listeners, TLS, media ports, edges and connectors",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
 
@@ -74,25 +81,30 @@ def _local_ip_for(host: str) -> str:
 
 
 async def record(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
-    if args.config is not None:
-        # Refused rather than ignored: a user who passes a config expects it to be applied.
-        raise SiprecError("--config: config files arrive with `siprec-src serve`; use the options for now")
+    if bool(args.srs) == bool(args.connector):
+        raise SiprecError("give either --srs URI (repeatable) or --connector NAME (with --config)")
+    if args.connector and args.config is None:
+        raise SiprecError("--connector names a connector of a config file: add --config FILE")
     params: dict[str, str] = {}
     for item in args.param:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise SiprecError(f"--param {item!r}: expected NAME=VALUE")
         params[name] = value
-    targets = [parse_srs(uri, secure=args.secure) for uri in args.srs]
-    bind = args.bind or _local_ip_for(targets[0].uri.host)
-    listens = [ListenSpec("udp", bind, 0), ListenSpec("tcp", bind, 0)]
-    tls = None
-    if args.secure or args.tls_ca or args.tls_cert:
-        tls = TlsConfig(certfile=args.tls_cert, keyfile=args.tls_key, cafile=args.tls_ca)
-        if args.tls_cert:
-            listens.append(ListenSpec("tls", bind, 0))
-    config = EngineConfig(sip_listen=tuple(listens), tls=tls, media_host=bind, from_uri=args.from_aor)
-    summary: dict[str, Any] = {"srs_list": args.srs}
+    if args.config is not None:
+        config = load_config(args.config).engine
+        bind = config.media_host
+    else:
+        targets = [parse_srs(uri, secure=args.secure) for uri in args.srs]
+        bind = args.bind or _local_ip_for(targets[0].uri.host)
+        listens = [ListenSpec("udp", bind, 0), ListenSpec("tcp", bind, 0)]
+        tls = None
+        if args.secure or args.tls_ca or args.tls_cert:
+            tls = TlsConfig(certfile=args.tls_cert, keyfile=args.tls_key, cafile=args.tls_ca)
+            if args.tls_cert:
+                listens.append(ListenSpec("tls", bind, 0))
+        config = EngineConfig(sip_listen=tuple(listens), tls=tls, media_host=bind, from_uri=args.from_aor)
+    summary: dict[str, Any] = {"srs_list": args.srs or [args.connector]}
     codec = PCMA if args.codec == "PCMA" else PCMU
     async with Engine(config) as engine:
         call = await engine.open_call(caller=Party(args.from_aor), callee=Party(args.to_aor), codec=codec)
@@ -103,7 +115,7 @@ async def record(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             if not sep or not user:
                 raise SiprecError("--auth: expected USER:PASSWORD")
             credentials = (Credentials(user, password),)
-        connector = connector_for(
+        connector: Connector | str = args.connector or connector_for(
             "record",
             list(args.srs),
             secure=args.secure,
@@ -117,6 +129,7 @@ async def record(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             params=params,
             params_in_metadata=args.params_in_metadata,
             session_timeout=args.session_timeout,
+            secure=True if args.secure else None,  # --secure also upgrades a configured connector
         )
         sender = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_DGRAM)
         sender.bind((bind, 0))

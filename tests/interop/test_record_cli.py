@@ -158,3 +158,23 @@ async def test_record_capture_shows_well_formed_metadata_with_matching_labels(tm
     (invite,) = capture.invites()
     assert siprec_problems(invite) == [], invite.text()
     (tmp_path / "captured-invite.txt").write_text(invite.text())
+
+
+async def test_record_with_a_connector_from_a_config_file(tmp_path: Path) -> None:
+    async with SippSrs("srs_accept", tmp_path) as srs:
+        config = tmp_path / "sidecar.toml"
+        config.write_text(
+            '[api.auth]\ntokens = ["t0ken-for-tests"]\n'
+            '[sip]\nlisten = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]\n'
+            '[media]\nhost = "127.0.0.1"\nworkers = 1\n'
+            f'[connectors.sipp]\nsrs = ["{srs.uri}"]\n'
+        )
+        status, summary, err = await record("--config", str(config), "--connector", "sipp", "--duration", "1")
+    assert status == 0, err
+    assert_ok(srs.result)
+    assert summary["final_sip_status"] == 200 and summary["srs_list"] == ["sipp"]
+
+
+async def test_record_refuses_a_connector_without_a_config(tmp_path: Path) -> None:
+    status, _, err = await record("--connector", "main", "--duration", "1")
+    assert status != 0 and "--config FILE" in err
