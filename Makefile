@@ -37,11 +37,11 @@ test: lint typecheck pytest
 demo: install
 	$(VENV)/bin/siprec-src demo
 
-bench: install
+bench: install peers
 	$(PY) -m benchmarks.bench_sip
 	$(PY) -m benchmarks.bench_media
 
-bench-quick: install
+bench-quick: install peers
 	$(PY) -m benchmarks.bench_media --quick
 
 clean:
