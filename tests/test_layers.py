@@ -15,15 +15,16 @@ import siprec_src
 
 ROOT = Path(siprec_src.__file__).parent
 
-PURE = {"sip", "sdp", "metadata"}
+PURE = {"sip", "sdp", "metadata", "streams"}
 # package -> siprec_src packages it may import (itself is always allowed; "errors" everywhere).
 ALLOWED: dict[str, set[str]] = {
-    "sip": PURE,
-    "sdp": PURE,
-    "metadata": PURE,
+    "sip": {"sip", "sdp", "metadata"},
+    "sdp": {"sip", "sdp", "metadata"},
+    "metadata": {"sip", "sdp", "metadata"},
+    "streams": {"media"},  # WebSocket stream wire formats: pure, on the media audio codecs
     "media": set(),
     "signaling": {"sip"},
-    "recording": {"sip", "sdp", "metadata", "media", "signaling"},
+    "recording": {"sip", "sdp", "metadata", "media", "signaling", "streams"},
     "control": {"recording"},
     "srs": {"sip", "sdp", "metadata", "media", "signaling"},
 }
