@@ -1,0 +1,1 @@
+"""The reference Session Recording Server (SRS)."""
