@@ -15,9 +15,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"siprec-src {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser(
-        "demo",
-        help="set up, refresh and end SIPREC recording sessions with an in-process SRS on loopback",
+    demo.add_arguments(
+        commands.add_parser(
+            "demo",
+            help="record a synthetic call over TLS + SRTP to the reference SRS on loopback, and check it",
+        )
     )
     record.add_arguments(
         commands.add_parser(
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return demo.main()
+        return demo.main(args)
     if args.command == "record":
         return record.main(args)
     if args.command == "check-config":

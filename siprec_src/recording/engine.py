@@ -129,9 +129,14 @@ class Recording:
         return [(s.label, s.leg, s.ssrc) for s in self.session.plans]
 
     async def wait_started(self, timeout: float | None = None) -> None:
-        """Return once the SRS accepted; raise ``RecordingError`` if it failed or stopped first."""
+        """Return once the SRS accepted and the forks run; ``RecordingError`` if it failed first.
+
+        The 2xx is not enough: its forks start in the media worker just after, and a packet
+        that arrives in between is not forked. Callers wait here before they send media.
+        """
         async with asyncio.timeout(timeout):
             await asyncio.shield(self._started)
+            await self._engine._media_idle(self)
 
     async def wait_ended(self, timeout: float | None = None) -> None:
         async with asyncio.timeout(timeout):
