@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from siprec_src import __version__, config, demo, record
+from siprec_src.srs import server as srs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="record a synthetic two-party call to an SRS (exit 0 only when recorded and ended cleanly)",
         )
     )
+    srs.add_srs_arguments(
+        commands.add_parser(
+            "srs", help="run the reference Session Recording Server: one WAV per stream + session.json"
+        )
+    )
     config.add_check_arguments(
         commands.add_parser("check-config", help="validate a sidecar config file and report every error")
     )
@@ -40,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo.main(args)
     if args.command == "record":
         return record.main(args)
+    if args.command == "srs":
+        return srs.srs_main(args)
     if args.command == "check-config":
         return config.check_main(args)
     parser.print_help(sys.stderr)
