@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from siprec_src import __version__, config, demo, record
+from siprec_src import __version__, app, config, demo, record
 from siprec_src.srs import server as srs
 
 
@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="record a synthetic two-party call to an SRS (exit 0 only when recorded and ended cleanly)",
         )
     )
+    app.add_serve_arguments(
+        commands.add_parser("serve", help="run the sidecar: SIP, media workers and the REST control API")
+    )
     srs.add_srs_arguments(
         commands.add_parser(
             "srs", help="run the reference Session Recording Server: one WAV per stream + session.json"
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo.main(args)
     if args.command == "record":
         return record.main(args)
+    if args.command == "serve":
+        return app.serve_main(args)
     if args.command == "srs":
         return srs.srs_main(args)
     if args.command == "check-config":

@@ -66,6 +66,9 @@ ASYNCIO_DRAIN = 64  # datagrams per readiness callback on the asyncio loop
 class WorkerLostError(LocalProtocolError):
     """The media worker that carried this call died; the call's legs and forks are gone."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="media_unavailable")
+
 
 @dataclass(frozen=True, slots=True)
 class MediaConfig:

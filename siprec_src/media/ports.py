@@ -26,6 +26,9 @@ SEND_BUFFER = 1 << 20
 class PortsExhaustedError(LocalProtocolError):
     """Every port pair of this process's slice of the range is in use."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="ports_exhausted")
+
 
 def split_port_range(port_min: int, port_max: int, parts: int) -> list[tuple[int, int]]:
     """Split [port_min, port_max] into ``parts`` disjoint slices of whole even/odd pairs."""

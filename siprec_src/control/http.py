@@ -1,0 +1,316 @@
+"""The sidecar's HTTP application: the API shapes, ``/healthz``, ``/metrics``, ``/openapi.json``.
+
+``build_app`` mounts every API shape on one ``aiohttp`` application and adds what they share:
+
+- a body limit (``max_body_bytes``): a larger body is a 413 JSON error, never read whole;
+- one error shape for what the router and aiohttp raise (404, 405, 413...), and a last-resort
+  handler that logs an unexpected exception and answers 500 (counted in
+  ``siprec_http_unhandled_errors_total``, which the tests require to stay at 0);
+- the metrics of the sidecar (``SidecarMetrics``): calls, recordings and streams now, packets
+  and bytes forwarded, SRS attempt failures, SIP final responses to our INVITEs, recordings
+  started/stopped/failed, HTTP requests.
+
+Fork counters live in the media engine (and its worker processes); a scrape reads them
+(``Engine.fork_stats``) and keeps a high-water mark per stream, so the exposed totals only
+go up even while a stream's final counters travel back from its worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from siprec_src.control import native, openapi, telnyx, twilio
+from siprec_src.control.callbacks import CallbackQueue
+from siprec_src.control.metrics import CONTENT_TYPE, Registry
+from siprec_src.control.sidecar import Sidecar
+from siprec_src.errors import LocalProtocolError
+from siprec_src.recording.engine import Recording
+from siprec_src.recording.events import (
+    AttemptFailed,
+    RecordingEvent,
+    RecordingFailed,
+    RecordingStarted,
+    RecordingStopped,
+)
+
+log = logging.getLogger(__name__)
+
+# A recording that ended this long ago has its final fork counters back from the media side.
+_RETIRE_AFTER = 5.0
+
+_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+# Error bodies an API shape made itself (Twilio's JSON, TwiML's XML) are passed through.
+_OWN_FORMATS = ("application/json", "application/xml", "text/xml")
+
+
+def build_app(sidecar: Sidecar, registry: Registry) -> web.Application:
+    """The application for ``sidecar``; its metrics are registered in ``registry``."""
+    metrics = SidecarMetrics(sidecar, registry)
+    max_body = sidecar.settings.max_body_bytes
+    app = web.Application(client_max_size=max_body, middlewares=[_middleware(metrics, max_body)])
+    app[METRICS] = metrics
+
+    async def healthz(request: web.Request) -> web.StreamResponse:
+        body = {
+            "status": "shutting_down" if sidecar.shutting_down else "ok",
+            "calls": len(sidecar.engine.calls),
+            "recordings": sidecar.live_recordings(),
+        }
+        return web.json_response(body, status=503 if sidecar.shutting_down else 200)
+
+    async def metrics_text(request: web.Request) -> web.StreamResponse:
+        await metrics.collect()
+        response = web.Response(body=registry.render().encode("utf-8"))
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+    async def openapi_json(request: web.Request) -> web.StreamResponse:
+        base = sidecar.settings.public_url or f"{request.scheme}://{request.host}"
+        document = openapi.document(base, connectors=sidecar.engine.config.connectors, codecs=sidecar.codecs)
+        return web.json_response(document)
+
+    app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/metrics", metrics_text, allow_head=False)
+    app.router.add_get("/openapi.json", openapi_json, allow_head=False)
+    native.add_routes(app, sidecar)
+    twilio.add_routes(app, sidecar)  # each shape authenticates its own requests
+    telnyx.add_routes(app, sidecar)
+    return app
+
+
+def _middleware(metrics: SidecarMetrics, max_body: int) -> Middleware:
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400 or (exc.content_type in _OWN_FORMATS and exc.body):
+                metrics.requests.labels(method=request.method, route=route, status=str(exc.status)).inc()
+                raise  # a redirect, or an error body an API shape made in its own format
+            response = _as_json(exc, max_body)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            metrics.unhandled.inc()
+            response = native.error_response(500, "internal_error", "internal error (logged)")
+        metrics.requests.labels(method=request.method, route=route, status=str(response.status)).inc()
+        return response
+
+    return errors
+
+
+def _as_json(exc: web.HTTPException, max_body: int) -> web.Response:
+    if exc.status == 413:
+        message = f"the body is larger than {max_body} bytes (max_body_bytes)"
+    else:
+        message = exc.reason
+    headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+    code = _ERROR_CODES.get(exc.status, "http_error")
+    return native.error_response(exc.status, code, message, None, headers)
+
+
+class ForkStatsLike(Protocol):
+    """What a scrape reads of ``media.events.ForkStats`` (control may not import media)."""
+
+    @property
+    def packets_sent(self) -> int: ...
+    @property
+    def octets_sent(self) -> int: ...
+    @property
+    def dropped_paused(self) -> int: ...
+    @property
+    def dropped_payload_type(self) -> int: ...
+    @property
+    def send_errors(self) -> int: ...
+
+
+@dataclass(slots=True)
+class _Fork:
+    packets: int = 0
+    octets: int = 0
+    dropped_paused: int = 0
+    dropped_payload_type: int = 0
+    send_errors: int = 0
+
+    def raise_to(self, other: _Fork) -> None:
+        self.packets = max(self.packets, other.packets)
+        self.octets = max(self.octets, other.octets)
+        self.dropped_paused = max(self.dropped_paused, other.dropped_paused)
+        self.dropped_payload_type = max(self.dropped_payload_type, other.dropped_payload_type)
+        self.send_errors = max(self.send_errors, other.send_errors)
+
+    def add(self, other: _Fork) -> None:
+        self.packets += other.packets
+        self.octets += other.octets
+        self.dropped_paused += other.dropped_paused
+        self.dropped_payload_type += other.dropped_payload_type
+        self.send_errors += other.send_errors
+
+
+class SidecarMetrics:
+    """The sidecar's Prometheus metrics; event counters are fed by ``Sidecar.listeners``."""
+
+    def __init__(self, sidecar: Sidecar, registry: Registry) -> None:
+        self.sidecar = sidecar
+        self.registry = registry
+        engine = sidecar.engine
+        registry.gauge("siprec_calls_active", "Calls open now.").set_function(lambda: len(engine.calls))
+        registry.gauge(
+            "siprec_recordings_active", "Recordings not ended (starting, in progress, paused)."
+        ).set_function(sidecar.live_recordings)
+        registry.gauge("siprec_streams_active", "Forked streams of live recordings.").set_function(
+            lambda: sum(call.active_streams for call in engine.calls.values())
+        )
+        registry.gauge("siprec_shutting_down", "1 while the sidecar drains for shutdown.").set_function(
+            lambda: int(sidecar.shutting_down)
+        )
+        self.started = registry.counter("siprec_recordings_started_total", "Recordings an SRS accepted.")
+        self.stopped = registry.counter(
+            "siprec_recordings_stopped_total", "Recordings ended normally, by who ended them.", ("by",)
+        )
+        self.failed = registry.counter(
+            "siprec_recordings_failed_total",
+            "Recordings that failed, by deciding SIP status.",
+            ("sip_status",),
+        )
+        self.attempt_failures = registry.counter(
+            "siprec_srs_attempt_failures_total",
+            "SRS attempts that did not take the recording (timeouts count as 408).",
+            ("connector", "sip_status"),
+        )
+        self.invite_responses = registry.counter(
+            "siprec_srs_invite_responses_total",
+            "Final SIP status of each SIPREC INVITE (408: no answer, 503: unreachable).",
+            ("sip_status",),
+        )
+        self.requests = registry.counter(
+            "siprec_http_requests_total", "HTTP requests answered.", ("method", "route", "status")
+        )
+        self.unhandled = registry.counter(
+            "siprec_http_unhandled_errors_total", "Requests that ended in an unexpected exception (500)."
+        )
+        forks = (
+            ("siprec_fork_packets_total", "RTP packets forwarded to SRSs.", "packets"),
+            ("siprec_fork_bytes_total", "RTP payload octets forwarded to SRSs.", "octets"),
+        )
+        for name, documentation, attribute in forks:
+            registry.counter(name, documentation).set_function(self._total(attribute))
+        dropped = registry.counter(
+            "siprec_fork_dropped_packets_total",
+            "Packets not forwarded: paused, payload type the SRS refused, send failed.",
+            ("reason",),
+        )
+        for reason, attribute in (
+            ("paused", "dropped_paused"),
+            ("payload_type", "dropped_payload_type"),
+            ("send_error", "send_errors"),
+        ):
+            dropped.labels(reason=reason).set_function(self._total(attribute))
+        self._retired = _Fork()
+        self._seen: dict[str, tuple[Recording, dict[str, _Fork]]] = {}
+        self._ended: dict[str, float] = {}  # sid -> monotonic time it ended
+        sidecar.listeners.append(self.on_event)
+
+    def on_event(self, recording: Recording, event: RecordingEvent) -> None:
+        self._seen.setdefault(recording.sid, (recording, {}))
+        if isinstance(event, AttemptFailed):
+            status = str(event.status)
+            self.attempt_failures.labels(connector=recording.connector.name, sip_status=status).inc()
+            self.invite_responses.labels(sip_status=status).inc()
+        elif isinstance(event, RecordingStarted):
+            self.started.inc()
+            self.invite_responses.labels(sip_status=str(recording.session.final_status or 200)).inc()
+        elif isinstance(event, RecordingStopped | RecordingFailed):
+            if isinstance(event, RecordingStopped):
+                self.stopped.labels(by=event.by).inc()
+            else:
+                self.failed.labels(sip_status=str(event.status)).inc()
+            now = time.monotonic()
+            self._ended[recording.sid] = now
+            self._retire(now)
+
+    def _total(self, attribute: str) -> Callable[[], int]:
+        def total() -> int:
+            value: int = getattr(self._retired, attribute)
+            for _, forks in self._seen.values():
+                value += sum(getattr(fork, attribute) for fork in forks.values())
+            return value
+
+        return total
+
+    async def collect(self) -> None:
+        """Read every known recording's fork counters (called before each scrape)."""
+        for recording, forks in list(self._seen.values()):
+            try:
+                stats = await self.sidecar.engine.fork_stats(recording)
+            except LocalProtocolError:
+                stats = {}
+            _raise_to(forks, stats)
+        self._retire(time.monotonic())
+
+    def _retire(self, now: float) -> None:
+        """Fold recordings that ended ``_RETIRE_AFTER`` ago into the totals and forget them.
+
+        Runs at each scrape and each recording end (so memory stays bounded without scrapes).
+        Synchronous: a concurrent scrape sees a recording retired once or not at all.
+        """
+        for sid, ended in list(self._ended.items()):
+            if now - ended < _RETIRE_AFTER:
+                continue
+            del self._ended[sid]
+            seen = self._seen.pop(sid, None)
+            if seen is None:
+                continue
+            recording, forks = seen
+            _raise_to(forks, recording.fork_stats)  # its final counters, back from the media side
+            for fork in forks.values():
+                self._retired.add(fork)
+
+
+def _raise_to(forks: dict[str, _Fork], stats: Mapping[str, ForkStatsLike]) -> None:
+    for label, stat in stats.items():
+        fresh = _Fork(
+            stat.packets_sent,
+            stat.octets_sent,
+            stat.dropped_paused,
+            stat.dropped_payload_type,
+            stat.send_errors,
+        )
+        forks.setdefault(label, _Fork()).raise_to(fresh)
+
+
+def register_callback_metrics(registry: Registry, queue: CallbackQueue) -> None:
+    """Status callback delivery counters, read from the queue at scrape time."""
+    outcomes = registry.counter(
+        "siprec_callbacks_total",
+        "Status callbacks by outcome: delivered, failed (gave up), dropped (queue full or closing).",
+        ("outcome",),
+    )
+    outcomes.labels(outcome="delivered").set_function(lambda: queue.delivered)
+    outcomes.labels(outcome="failed").set_function(lambda: queue.failed)
+    outcomes.labels(outcome="dropped").set_function(lambda: queue.dropped)
+    registry.counter("siprec_callback_retries_total", "Callback attempts after a first one.").set_function(
+        lambda: queue.retried
+    )
+    registry.gauge("siprec_callbacks_pending", "Callbacks queued or in flight.").set_function(
+        lambda: queue.pending
+    )
+
+
+METRICS = web.AppKey("metrics", SidecarMetrics)
