@@ -30,7 +30,8 @@ class ApiCredentials:
 class CallbackSettings:
     """Status callback delivery: bounded queue, per-attempt timeout, retries with backoff."""
 
-    signing_secret: str | None = field(default=None, repr=False)  # HMAC-SHA256 key for native callbacks (X-Siprec-Signature)
+    # HMAC-SHA256 key of native callbacks (X-Siprec-Signature)
+    signing_secret: str | None = field(default=None, repr=False)
     timeout: float = 5.0  # seconds per delivery attempt
     retries: int = 3  # attempts after the first one
     backoff: float = 1.0  # first retry delay; doubles each retry
