@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-from siprec_src.demo import demo_metadata, offer_sdp
 from siprec_src.metadata import for_call, to_xml
 from siprec_src.signaling.transport import ListenSpec, TlsConfig
 from siprec_src.signaling.useragent import UserAgent
@@ -56,6 +55,33 @@ RTP_PORTS = (40000, 40002)
 
 
 # --- the stand-in SRC ---------------------------------------------------------------------------
+
+
+def offer_sdp(host: str, ports: tuple[int, int]) -> bytes:
+    """One sendonly m-line per forked leg, labelled so the metadata can say whose voice it is."""
+    lines = ["v=0", f"o=siprec-src 1 1 IN IP4 {host}", "s=siprec-src test", f"c=IN IP4 {host}", "t=0 0"]
+    for label, port in enumerate(ports, start=1):
+        lines += [
+            f"m=audio {port} RTP/AVP 0 101",
+            "a=rtpmap:0 PCMU/8000",
+            "a=rtpmap:101 telephone-event/8000",
+            "a=ptime:20",
+            "a=sendonly",
+            f"a=label:{label}",
+        ]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def demo_metadata(call_id: str) -> bytes:
+    """RFC 7865 metadata for a two-party call, names that need XML escaping included."""
+    metadata = for_call(
+        call_id,
+        [("sip:alice@example.com", "Alice O'Brien & Sons"), ("sip:bob@example.net", "Bob <support>")],
+        [("1", 0, [1]), ("2", 1, [0])],
+        datetime.now(UTC),
+        os.urandom,
+    )
+    return to_xml(metadata)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,13 @@
 test is lost in dumpcap's buffers), then ends it with SIGTERM (SIGKILL after a grace period).
 Everything is bounded in time.
 
+When the ports are not known in advance (a test whose peers bind random ports), ``all_ports=True``
+captures every UDP and TCP packet on the interface instead; ``max_kilobytes`` then bounds the
+file (dumpcap stops writing at that size, and ``complete`` tells whether the capture reached
+the end of the test). The marker of ``stop()`` goes to a UDP port the capture reserves itself,
+and ``ports`` (which may then be empty, and may be set once the test has learnt its peers'
+ports) only name where tshark must force SIP decoding.
+
 ``sip_messages()`` asks tshark for every frame it decodes as SIP on those ports (``-d
 udp.port==N,sip -d tcp.port==N,sip``, so non-5060 ports are decoded too) and takes each SIP
 message's exact bytes from the frame (``udp.payload``, ``tcp.payload`` or, for a message
@@ -115,33 +122,60 @@ class Capture:
         interface: str = "lo",
         name: str = "capture",
         marker_host: str = "127.0.0.1",
+        all_ports: bool = False,
+        max_kilobytes: int | None = None,
     ) -> None:
-        if not ports:
-            raise ValueError("a capture needs at least one port")
+        if not ports and not all_ports:
+            raise ValueError("a capture needs at least one port (or all_ports=True)")
+        if max_kilobytes is not None and max_kilobytes <= 0:
+            raise ValueError(f"max_kilobytes must be positive, not {max_kilobytes}")
         self.workdir = workdir.resolve()
         self.ports = tuple(ports)
         self.interface = interface
         self.marker_host = marker_host
+        self.all_ports = all_ports
+        self.max_kilobytes = max_kilobytes
         self.path = workdir / f"{name}.pcapng"
+        # True once stop() found its marker in the file: every packet sent before it is there.
+        self.complete = False
         self._process: asyncio.subprocess.Process | None = None
         self._stderr = ""
         self._drain: asyncio.Task[None] | None = None
+        self._marker_socket: socket.socket | None = None
 
     @property
     def bpf_filter(self) -> str:
+        if self.all_ports:
+            return "udp or tcp"
         ports = " or ".join(str(port) for port in self.ports)
         return f"(udp or tcp) and port ({ports})"
+
+    @property
+    def marker_port(self) -> int:
+        """Where stop() sends its marker: the reserved port with ``all_ports``, else the first port."""
+        if self._marker_socket is not None:
+            return int(self._marker_socket.getsockname()[1])
+        if not self.ports:
+            raise CaptureError("an all-ports capture reserves its marker port in start()")
+        return self.ports[0]
 
     async def start(self, ready_timeout: float = 5.0) -> None:
         """Start dumpcap; return once it is capturing (raise ``CaptureError`` otherwise)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)
+        self.complete = False
+        if self.all_ports and self._marker_socket is None:
+            # Bound for the capture's life, so no peer of the test can be given this port.
+            self._marker_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._marker_socket.bind((self.marker_host, 0))
+        limit = [] if self.max_kilobytes is None else ["-a", f"filesize:{self.max_kilobytes}"]
         self._process = await asyncio.create_subprocess_exec(
             _tool("dumpcap"),
             "-i",
             self.interface,
             "-f",
             self.bpf_filter,
+            *limit,
             "-w",
             str(self.path),
             stdin=asyncio.subprocess.DEVNULL,
@@ -169,6 +203,9 @@ class Capture:
             pass
         if self._process.returncode is not None or not any("Capturing on" in line for line in said):
             await self._terminate()
+            if self._marker_socket is not None:
+                self._marker_socket.close()
+                self._marker_socket = None
             raise CaptureError(f"dumpcap did not start capturing on {self.interface}: {''.join(said)}")
         # Drain what dumpcap still prints so it can never block on a full pipe.
         self._drain = asyncio.create_task(self._read_rest())
@@ -189,8 +226,11 @@ class Capture:
         if self._process is None:
             raise CaptureError("the capture was never started")
         if self._process.returncode is None and sync_timeout > 0:
-            await self._sync(sync_timeout)
+            self.complete = await self._sync(sync_timeout)
         await self._terminate()
+        if self._marker_socket is not None:
+            self._marker_socket.close()
+            self._marker_socket = None
         if self._drain is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2):
@@ -200,10 +240,13 @@ class Capture:
     async def _sync(self, timeout: float) -> bool:
         marker = _MARKER + os.urandom(8).hex().encode()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.sendto(marker, (self.marker_host, self.ports[0]))
+            sock.sendto(marker, (self.marker_host, self.marker_port))
+        assert self._process is not None
         try:
             async with asyncio.timeout(timeout):
                 while marker not in self.path.read_bytes():
+                    if self._process.returncode is not None:
+                        return False  # dumpcap stopped early (max_kilobytes): the marker never comes
                     await asyncio.sleep(0.05)
         except TimeoutError:
             return False
