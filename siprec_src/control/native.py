@@ -35,7 +35,7 @@ from siprec_src.control.callbacks import Delivery, hmac_sha256_signature, reques
 from siprec_src.control.openapi import check_body
 from siprec_src.control.sidecar import Notifier, Sidecar
 from siprec_src.errors import ConfigError, LocalProtocolError
-from siprec_src.recording.call import Party, Track
+from siprec_src.recording.call import Party, Track, tap_srtp_keys
 from siprec_src.recording.engine import Call, Recording, RecordingError
 from siprec_src.recording.events import (
     AttemptFailed,
@@ -110,6 +110,7 @@ class NativeApi:
     def __init__(self, sidecar: Sidecar) -> None:
         self.sidecar = sidecar
         self._sources: weakref.WeakKeyDictionary[Call, dict[str, str]] = weakref.WeakKeyDictionary()
+        self._suites: weakref.WeakKeyDictionary[Call, dict[str, str]] = weakref.WeakKeyDictionary()
 
     # --- authentication and errors ---------------------------------------------------------
 
@@ -194,13 +195,28 @@ class NativeApi:
                     code="invalid_value",
                 )
             options["codec"] = codec
+        if "telephone_event" in body:
+            codec = options.get("codec") or self.sidecar.codecs.get("PCMU")
+            if codec is None:
+                raise LocalProtocolError(
+                    "telephone_event needs a codec this sidecar offers", field="telephone_event"
+                )
+            options["codec"] = codec.with_telephone_event(body["telephone_event"])
         sources: dict[str, str] = {}
+        suites: dict[str, str] = {}
         for name, leg in LEGS.items():
-            text = body.get("legs", {}).get(name, {}).get("source")
+            given = body.get("legs", {}).get(name, {})
+            text = given.get("source")
             if text is not None:
                 address = _address(text, f"legs.{name}.source")
                 options.setdefault("sources", {})[leg] = address
                 sources[name] = _format_address(address)
+            if "srtp" in given:
+                keys = tap_srtp_keys(
+                    given["srtp"]["suite"], given["srtp"]["key"], field=f"legs.{name}.srtp.key"
+                )
+                options.setdefault("srtp", {})[leg] = keys
+                suites[name] = keys.suite
         if "sip_session_id" in body:
             options["sip_session_id"] = body["sip_session_id"].lower()
         call = await self.sidecar.open_call(
@@ -210,6 +226,7 @@ class NativeApi:
             **options,
         )
         self._sources[call] = sources
+        self._suites[call] = suites
         location = f"/v1/calls/{quote(call.call_id)}"
         return web.json_response(await self._call(call), status=201, headers={"Location": location})
 
@@ -292,6 +309,7 @@ class NativeApi:
     async def _call(self, call: Call) -> dict[str, Any]:
         engine = self.sidecar.engine
         sources = self._sources.get(call, {})
+        suites = self._suites.get(call, {})
         legs: dict[str, Any] = {}
         for name, leg in LEGS.items():
             tap = call.taps.get(leg)
@@ -307,6 +325,8 @@ class NativeApi:
             legs[name] = {
                 "rtp": _format_address((host, tap[1])) if tap and host else None,
                 "source": sources.get(name),
+                # the suite only: keys are never echoed (nor logged)
+                "srtp": None if name not in suites else {"suite": suites[name]},
                 "packets": packets,
                 "bytes": octets,
                 "rejected": rejected,

@@ -45,6 +45,12 @@ HTTP_URL = r"^https?://[^\x00-\x20\x7f]+$"
 
 TRACKS = ("inbound_track", "outbound_track", "both_tracks")
 CODECS = ("PCMU", "PCMA")
+TAP_SRTP_SUITES = (
+    "AES_CM_128_HMAC_SHA1_80",
+    "AES_CM_128_HMAC_SHA1_32",
+    "AEAD_AES_128_GCM",
+    "AEAD_AES_256_GCM",
+)
 RECORDING_STATUSES = ("starting", "in-progress", "paused", "stopped", "failed")
 CALLBACK_EVENTS = (
     "recording.attempt-failed",
@@ -113,7 +119,27 @@ _LEG_IN = _object(
                 "is latched and every other one refused."
             ),
             examples=["192.0.2.10:40000"],
-        )
+        ),
+        "srtp": _object(
+            {
+                "suite": {
+                    "type": "string",
+                    "enum": list(TAP_SRTP_SUITES),
+                    "x-error": f"must be one of {', '.join(TAP_SRTP_SUITES)}",
+                },
+                "key": _string(
+                    r"^inline:",
+                    max_length=256,
+                    error="must be SDES key-params: inline:<base64 key||salt>[|lifetime]",
+                    description="The key the copy of this leg is protected with (RFC 4568 key-params).",
+                ),
+            },
+            ("suite", "key"),
+            description=(
+                "The leg arrives as SRTP (SDES): it is unprotected with this key before it is "
+                "forked; packets that do not authenticate are counted as rejected and dropped."
+            ),
+        ),
     }
 )
 
@@ -149,6 +175,16 @@ REQUEST_SCHEMAS: dict[str, dict[str, Any]] = {
                 error="must be an RFC 7989 Session-ID: 32 hexadecimal digits",
                 description="The call's RFC 7989 Session-ID, written into the metadata.",
             ),
+            "telephone_event": {
+                "type": "integer",
+                "minimum": 96,
+                "maximum": 127,
+                "x-error": "must be a dynamic RTP payload type, 96-127",
+                "description": (
+                    "The payload type of RFC 4733 telephone-event (DTMF) on the legs; offered to "
+                    "the SRS and forked. Without it DTMF packets are not forked."
+                ),
+            },
             "legs": _object({"inbound": _ref("LegInput"), "outbound": _ref("LegInput")}),
         },
         ("from", "to"),

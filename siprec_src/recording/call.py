@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from siprec_src.errors import LocalProtocolError
-from siprec_src.media.spec import Leg
+from siprec_src.media.spec import Leg, SrtpKeys
+from siprec_src.media.srtp import SrtpError, parse_key_params
 
 MAX_STREAMS_PER_CALL = 4
 _NAME = re.compile(r"[A-Za-z0-9_.:@+-]{1,64}")
@@ -76,3 +77,16 @@ def check_name(name: str) -> str:
             code="invalid_name",
         )
     return name
+
+
+def tap_srtp_keys(suite: str, key_params: str, *, field: str) -> SrtpKeys:
+    """SDES keys of a tap leg that arrives as SRTP (the PBX's ``a=crypto``), checked now.
+
+    A key that libsrtp would refuse later is refused here, naming ``field``, so the API
+    answers 400 instead of the leg failing silently when its first packet arrives.
+    """
+    try:
+        parse_key_params(suite, key_params)
+    except SrtpError as exc:
+        raise LocalProtocolError(str(exc), field=field, code="invalid_srtp") from None
+    return SrtpKeys(suite, key_params.strip())

@@ -25,6 +25,7 @@ import secrets
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from ssl import SSLContext
 
 from siprec_src.errors import LocalProtocolError, SiprecError
 from siprec_src.media.engine import MediaConfig, MediaEngine
@@ -39,7 +40,9 @@ from siprec_src.recording.events import (
     RecordingFailed,
     RecordingStarted,
     RecordingStopped,
+    StreamEvent,
 )
+from siprec_src.recording.playback import PlaybackDestination
 from siprec_src.recording.router import SessionRouter
 from siprec_src.recording.session import (
     Action,
@@ -52,11 +55,13 @@ from siprec_src.recording.session import (
     StreamPlan,
     UpdateForks,
 )
+from siprec_src.recording.stream import DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUEUE_FRAMES, Stream
 from siprec_src.sdp.siprec import PCMU, CodecSpec
 from siprec_src.signaling.transport import ListenSpec, TlsConfig
 from siprec_src.signaling.useragent import UserAgent
 from siprec_src.sip.target import Destination
 from siprec_src.sip.useragent import UaConfig, UaEvent, UserAgentCore
+from siprec_src.streams.options import StreamOptions, TwilioStreamOptions
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +184,9 @@ class Call:
         codec: CodecSpec,
         taps: dict[Leg, Address],
         sip_session_id: str | None,
+        *,
+        playback: PlaybackDestination | None = None,
+        media_host: str = "127.0.0.1",
     ) -> None:
         self.call_id = call_id
         self.caller = caller
@@ -186,13 +194,31 @@ class Call:
         self.codec = codec
         self.taps = taps
         self.sip_session_id = sip_session_id
+        self.playback = playback  # where bidirectional streams' audio goes (recording/playback.py)
+        self.media_host = media_host
         self.recordings: dict[str, Recording] = {}
+        self.streams: dict[str, Stream] = {}  # WebSocket streams by sid
         self.closed = False
         self._engine = engine
 
     @property
     def active_streams(self) -> int:
-        return sum(len(r.track.legs) for r in self.recordings.values() if not r.session.state.terminal)
+        """Forked streams in use: SIPREC streams of live recordings and legs of live WebSocket
+        streams (a stream counts until its forks are released)."""
+        recorded = sum(len(r.track.legs) for r in self.recordings.values() if not r.session.state.terminal)
+        return recorded + sum(len(s.legs) for s in self.streams.values() if not s.status.terminal)
+
+    def name_holder(self, name: str) -> str | None:
+        """Which kind of live thing of this call holds ``name`` ("recording", "stream"), if any.
+
+        Names are unique per call across SIPREC recordings and WebSocket streams, so that stop
+        by name is never ambiguous.
+        """
+        if any(r.name == name and not r.session.state.terminal for r in self.recordings.values()):
+            return "recording"
+        if any(s.name == name and not s.status.terminal for s in self.streams.values()):
+            return "stream"
+        return None
 
     def recording(self, sid_or_name: str) -> Recording:
         found = self.recordings.get(sid_or_name)
@@ -203,6 +229,45 @@ class Call:
                 f"call {self.call_id} has no recording {sid_or_name!r}", field="sid", code="no_such_recording"
             )
         return found
+
+    def get_stream(self, sid_or_name: str) -> Stream:
+        """A WebSocket stream of this call by sid, or by name (the live one first)."""
+        found = self.streams.get(sid_or_name)
+        if found is None:
+            named = [s for s in self.streams.values() if s.name is not None and s.name == sid_or_name]
+            named.sort(key=lambda s: s.status.terminal)
+            found = named[0] if named else None
+        if found is None:
+            raise LocalProtocolError(
+                f"call {self.call_id} has no stream {sid_or_name!r}", field="sid", code="no_such_stream"
+            )
+        return found
+
+    async def stream(
+        self,
+        options: StreamOptions,
+        *,
+        ssl: SSLContext | None = None,
+        account_sid: str = "",
+        call_sid: str | None = None,
+        queue_frames: int = DEFAULT_QUEUE_FRAMES,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> Stream:
+        """Start a WebSocket stream of this call (Twilio or Plivo shape, ``recording/stream.py``).
+
+        Returns at once; ``wait_started()`` waits for the connection. ``ssl`` verifies a
+        ``wss://`` server (default: the system's trust store); ``account_sid``/``call_sid`` go
+        into the start message (``call_sid`` defaults to the call id).
+        """
+        return self._engine._stream(
+            self,
+            options,
+            ssl=ssl,
+            account_sid=account_sid,
+            call_sid=call_sid,
+            queue_frames=queue_frames,
+            connect_timeout=connect_timeout,
+        )
 
     def feed(self, leg: Leg, packet: bytes) -> None:
         """Push one RTP packet of ``leg`` (embedding softswitches that hold the packets already)."""
@@ -245,12 +310,17 @@ class Call:
                 self._engine._command(session, functools.partial(_update_at, session, metadata))
 
     async def close(self) -> None:
-        """Stop every recording (BYE), then close the legs."""
+        """Stop every recording (BYE) and WebSocket stream, then close the legs."""
         if self.closed:
             return
         self.closed = True
         live = [r for r in self.recordings.values() if not r.session.state.terminal]
-        await asyncio.gather(*(r.stop("call ended") for r in live), return_exceptions=True)
+        streams = [s for s in self.streams.values() if not s.status.terminal]
+        await asyncio.gather(
+            *(r.stop("call ended") for r in live),
+            *(s.stop("call ended") for s in streams),
+            return_exceptions=True,
+        )
         await self._engine._close_call(self)
 
 
@@ -260,12 +330,16 @@ class Engine:
         config: EngineConfig | None = None,
         *,
         on_event: Callable[[Recording, RecordingEvent], None] | None = None,
+        on_stream_event: Callable[[Stream, StreamEvent], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self.on_event = on_event
+        # WebSocket stream events: a callback of their own, so on_event's signature stays.
+        self.on_stream_event = on_stream_event
         self.calls: dict[str, Call] = {}
         self.recordings: dict[str, Recording] = {}
+        self.streams: dict[str, Stream] = {}
         self._rng = rng or random.SystemRandom()
         self.media = MediaEngine(self.config.media)
         core = UserAgentCore(
@@ -353,8 +427,13 @@ class Engine:
         sources: Mapping[Leg, Address] | None = None,
         srtp: Mapping[Leg, SrtpKeys] | None = None,
         sip_session_id: str | None = None,
+        playback: PlaybackDestination | None = None,
     ) -> Call:
-        """Open a call's two legs: tap ports the PBX sends copies to, or ``feed()`` when ``tap=False``."""
+        """Open a call's two legs: tap ports the PBX sends copies to, or ``feed()`` when ``tap=False``.
+
+        ``playback`` is where bidirectional WebSocket streams play audio into the call: an
+        ``(ip, port)`` to send RTP to, or a callable given each RTP packet.
+        """
         if not self._started:
             raise LocalProtocolError("the engine is not started (use `async with Engine(...)`)")
         call_id = call_id or secrets.token_hex(16)
@@ -376,7 +455,9 @@ class Engine:
             for leg in opened:
                 await self.media.close_leg(call_id, leg)
             raise
-        call = Call(self, call_id, caller, callee, codec, taps, sip_session_id)
+        call = Call(
+            self, call_id, caller, callee, codec, taps, sip_session_id, playback=playback, media_host=host
+        )
         self.calls[call_id] = call
         return call
 
@@ -462,9 +543,10 @@ class Engine:
             raise LocalProtocolError(f"call {call.call_id} is closed", field="call_id", code="call_closed")
         if name is not None:
             check_name(name)
-            if any(r.name == name and not r.session.state.terminal for r in call.recordings.values()):
+            holder = call.name_holder(name)
+            if holder is not None:
                 raise LocalProtocolError(
-                    f"call {call.call_id} already has a recording named {name!r}",
+                    f"call {call.call_id} already has a {holder} named {name!r}",
                     field="name",
                     code="duplicate_name",
                 )
@@ -519,6 +601,73 @@ class Engine:
         self.router.add(session)
         self._command(session, session.start)
         return recording
+
+    # --- WebSocket streams --------------------------------------------------------------------
+
+    def _stream(
+        self,
+        call: Call,
+        options: StreamOptions,
+        *,
+        ssl: SSLContext | None,
+        account_sid: str,
+        call_sid: str | None,
+        queue_frames: int,
+        connect_timeout: float,
+    ) -> Stream:
+        if call.closed:
+            raise LocalProtocolError(f"call {call.call_id} is closed", field="call_id", code="call_closed")
+        name = options.name if isinstance(options, TwilioStreamOptions) else None
+        holder = None if name is None else call.name_holder(name)
+        if holder is not None:
+            raise LocalProtocolError(
+                f"call {call.call_id} already has a {holder} named {name!r}",
+                field="name",
+                code="duplicate_name",
+            )
+        wanted = len(options.legs)
+        if call.active_streams + wanted > MAX_STREAMS_PER_CALL:
+            raise LocalProtocolError(
+                f"call {call.call_id} has {call.active_streams} forked streams; this stream needs "
+                f"{wanted} more and the limit is {MAX_STREAMS_PER_CALL} per call",
+                field="track",
+                code="stream_limit",
+            )
+        if options.bidirectional and any(
+            s.bidirectional and not s.status.terminal for s in call.streams.values()
+        ):
+            # One audio source plays into the call's outbound direction at a time.
+            raise LocalProtocolError(
+                f"call {call.call_id} already has a bidirectional stream",
+                field="bidirectional",
+                code="bidirectional_in_use",
+            )
+        stream = Stream(
+            options,
+            call_id=call.call_id,
+            codec=call.codec,
+            media=self.media,
+            emit=self._on_stream_event,
+            ssl=ssl,
+            account_sid=account_sid,
+            call_sid=call_sid,
+            playback=call.playback,
+            playback_host=call.media_host,
+            queue_frames=queue_frames,
+            connect_timeout=connect_timeout,
+            rng=self._rng,
+        )
+        call.streams[stream.sid] = stream
+        self.streams[stream.sid] = stream
+        stream.start()
+        return stream
+
+    def _on_stream_event(self, stream: Stream, event: StreamEvent) -> None:
+        if self.on_stream_event is not None:
+            try:
+                self.on_stream_event(stream, event)
+            except Exception:
+                log.exception("stream event handler failed on %r", event)
 
     # --- driving sessions ------------------------------------------------------------------------
 
@@ -687,6 +836,9 @@ class Engine:
     def _on_media_event(self, event: MediaEvent) -> None:
         if isinstance(event, WorkerDied):
             for fork_id in event.fork_ids:
+                stream = self.streams.get(fork_id.rsplit("/", 1)[0])
+                if stream is not None:
+                    stream.media_lost(f"media worker {event.worker} died: {event.reason}")
                 recording = self.recordings.get(fork_id.rsplit("/", 1)[0])
                 if recording is not None and not recording.session.state.terminal:
                     self._fail(recording.session, 500, f"media worker {event.worker} died: {event.reason}")

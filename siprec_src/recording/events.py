@@ -89,3 +89,57 @@ class RecordingFailed(RecordingEvent):
 
 
 TERMINAL_EVENTS = (RecordingStopped, RecordingFailed)
+
+
+# --- WebSocket streams (recording/stream.py) ---------------------------------------------------
+# A separate family: a stream is not a SIPREC session, and the control layer turns these into
+# the shapes' stream callbacks (Plivo StartStream/StopStream/DroppedStream/Played, Twilio
+# stream-started/stream-stopped/stream-error).
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    stream_id: str  # the stream's sid: "MZ" + 32 hex (Twilio shape) or a UUID (Plivo shape)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStarted(StreamEvent):
+    """The WebSocket is open, the start message is on its way and the call's audio flows."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStopped(StreamEvent):
+    """Ended on purpose: ``reason`` is "stopped" (by the API), "call ended" or "stream timeout"."""
+
+    reason: str
+    frames_dropped: int = 0  # media frames the full send queue had to drop, over the stream's life
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDropped(StreamEvent):
+    """Could not connect, or the connection broke (or the service broke the protocol).
+
+    ``error`` starts with Plivo's words ("Could not establish connection with the remote
+    service" / "Connection disconnected with the remote service") and says what happened.
+    """
+
+    error: str
+    frames_dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFramesDropped(StreamEvent):
+    """The service reads slower than audio comes: the oldest queued frames were dropped.
+
+    Reported at most once a second while it lasts; ``total`` counts every frame dropped so far.
+    """
+
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPlayed(StreamEvent):
+    """Bidirectional playback: the audio queued before mark/checkpoint ``name`` has been played;
+    ``name`` None: everything queued has been played and nothing is left (Plivo's Played)."""
+
+    name: str | None

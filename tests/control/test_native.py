@@ -610,3 +610,63 @@ async def test_conflicts_limits_and_unknown_resources() -> None:
         status, body, headers = await api.call("PATCH", "/v1/calls")
         assert_error(status, body, 405, "method_not_allowed")
         assert set(headers["Allow"].split(",")) == {"GET", "POST"}
+
+
+# --- tap legs that arrive as SRTP, and telephone-event ----------------------------------------------
+
+
+async def test_a_tap_leg_that_arrives_as_srtp_is_unprotected_and_forked() -> None:
+    from siprec_src.media.spec import SrtpKeys
+    from siprec_src.media.srtp import SrtpSender, generate_key_params
+
+    key = generate_key_params("AES_CM_128_HMAC_SHA1_80")
+    async with running_api() as api:
+        status, body, _ = await api.call(
+            "POST",
+            "/v1/calls",
+            {
+                "from": ALICE,
+                "to": BOB,
+                "telephone_event": 101,
+                "legs": {"inbound": {"srtp": {"suite": "AES_CM_128_HMAC_SHA1_80", "key": key}}},
+            },
+        )
+        assert status == 201, body
+        assert body["legs"]["inbound"]["srtp"] == {"suite": "AES_CM_128_HMAC_SHA1_80"}
+        assert body["legs"]["outbound"]["srtp"] is None
+        assert key.split(":", 1)[1] not in json.dumps(body)  # keys are never echoed
+        recording = await api.new_recording(body["call_id"], track="inbound_track")
+        await api.wait_status(body["call_id"], recording["sid"], "in-progress")
+        invite = api.srs.invites[-1]
+        assert b"telephone-event/8000" in invite.body
+        sender = SrtpSender(SrtpKeys("AES_CM_128_HMAC_SHA1_80", key))
+        leg = SyntheticLeg(Leg.INBOUND)
+        tap = _address(body["legs"]["inbound"]["rtp"])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            plain = [leg.next_packet() for _ in range(20)]
+            for packet in plain:
+                sock.sendto(sender.protect(packet), tap)
+            sock.sendto(b"\x80\x00" + bytes(40), tap)  # not authenticated: refused, counted
+            await _settle(lambda: len(api.srs.sinks[0].packets) >= 20)
+        received = api.srs.sinks[0].packets
+        assert [p.payload for p in received[:20]] == [p[12:] for p in plain]
+        status, call, _ = await api.call("GET", f"/v1/calls/{body['call_id']}")
+        assert call["legs"]["inbound"]["packets"] == 20 and call["legs"]["inbound"]["rejected"] == 1
+
+
+@pytest.mark.parametrize(
+    ("srtp", "field"),
+    [
+        ({"suite": "AES_CM_128_HMAC_SHA1_80", "key": "inline:c2hvcnQ="}, "legs.inbound.srtp.key"),
+        ({"suite": "AES_CM_128_HMAC_SHA1_80", "key": "plain:abc"}, "legs.inbound.srtp.key"),
+        ({"suite": "NULL_CIPHER", "key": "inline:abc"}, "legs.inbound.srtp.suite"),
+        ({"suite": "AES_CM_128_HMAC_SHA1_80"}, "legs.inbound.srtp.key"),
+    ],
+)
+async def test_bad_tap_srtp_keys_are_refused_naming_the_field(srtp: dict[str, str], field: str) -> None:
+    async with running_api() as api:
+        status, body, _ = await api.call(
+            "POST", "/v1/calls", {"from": ALICE, "to": BOB, "legs": {"inbound": {"srtp": srtp}}}
+        )
+        assert status == 400 and body["error"]["field"] == field, body
+        assert "c2hvcnQ" not in json.dumps(body)
