@@ -277,9 +277,13 @@ class MediaEngine:
     async def stop_fork(self, fork_id: str) -> ForkStats:
         """RTCP BYE and release the ports; also for a reserved fork that never started."""
         call_id = self._call_of(fork_id)
-        stats = await self._command(call_id, "stop_fork", (fork_id,))
-        del self._fork_call[fork_id]
-        self._release(call_id)
+        try:
+            stats = await self._command(call_id, "stop_fork", (fork_id,))
+        finally:
+            # Forgotten even when the worker cannot answer (it died): its sockets died with it,
+            # and keeping the entry would hold the call's placement forever.
+            del self._fork_call[fork_id]
+            self._release(call_id)
         return cast(ForkStats, stats)
 
     async def fork_stats(self, fork_id: str) -> ForkStats:

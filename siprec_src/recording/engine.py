@@ -466,6 +466,14 @@ class Engine:
             with contextlib.suppress(LocalProtocolError):
                 await self.media.close_leg(call.call_id, leg)
         self.calls.pop(call.call_id, None)
+        # A long-running sidecar opens millions of calls: forget what ended with this one
+        # (the Call object keeps its own recordings and streams for whoever still holds it).
+        for sid, recording in call.recordings.items():
+            if recording.session.state.terminal:
+                self.recordings.pop(sid, None)
+        for sid, stream in call.streams.items():
+            if stream.status.terminal:
+                self.streams.pop(sid, None)
 
     def call(self, call_id: str) -> Call:
         found = self.calls.get(call_id)

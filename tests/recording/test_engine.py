@@ -210,3 +210,16 @@ async def test_update_participants_reinvites_with_the_same_ids() -> None:
         assert "sip:carol@example.net" in {p.aor for p in second.participants}
         assert ("Queue", "7") in second.extensions[0].elements
         await call.close()
+
+
+async def test_a_closed_call_is_forgotten_by_the_engine() -> None:
+    """A sidecar opens calls for months: nothing of a closed call may stay in the engine."""
+    async with MiniSrs() as srs, Engine() as engine:
+        for _ in range(3):
+            call = await engine.open_call(caller=ALICE, callee=BOB)
+            recording = await call.record(srs=[srs.uri()], track=Track.BOTH)
+            await recording.wait_started(timeout=5)
+            await call.close()
+            assert recording.status == "stopped" and call.recordings  # the caller's objects stay whole
+        assert engine.calls == {} and engine.recordings == {} and engine.streams == {}
+        assert engine.router.sessions == {}
