@@ -41,6 +41,8 @@ from siprec_src.recording.call import Party, Track
 from siprec_src.recording.connector import connector_for
 from siprec_src.recording.engine import Engine, EngineConfig, Recording
 from siprec_src.signaling.transport import ListenSpec, TlsConfig
+from siprec_src.sip.message import Request, Response
+from siprec_src.sip.target import Destination
 from siprec_src.srs.plot import PlotUnavailableError, dominant_frequency, plot_tracks
 from siprec_src.srs.server import SessionRecord, SrsServer
 from siprec_src.synthetic import TONES, SyntheticLeg, play
@@ -122,7 +124,16 @@ async def run_demo(out: Path, *, duration: float = 4.0, secure: bool = True) -> 
     else:
         srs_tls = src_tls = None
         listen = [ListenSpec("udp", HOST, 0)]
-    async with SrsServer(listen, recordings, tls=srs_tls, media_host=HOST) as srs:
+    flow: list[tuple[str, str]] = []
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    def trace(direction: str, message: Request | Response, peer: Destination) -> None:
+        # The SRS's view of the wire: what it received from the SRC ("in") and answered ("out").
+        arrow = "SRC -> SRS" if direction == "in" else "SRS -> SRC"
+        flow.append((f"{loop.time() - began:6.3f}s {arrow}", _summary(message)))
+
+    async with SrsServer(listen, recordings, tls=srs_tls, media_host=HOST, on_sip_trace=trace) as srs:
         srs_uri = srs.uri("tls" if secure else "udp")
         result = DemoResult(secure=secure, srs_uri=srs_uri)
         config = EngineConfig(
@@ -144,7 +155,7 @@ async def run_demo(out: Path, *, duration: float = 4.0, secure: bool = True) -> 
             await call.close()
         record = await srs.next_ended(timeout=10)
     result.session_json = record.json_path
-    result.flow = _flow(record)
+    result.flow = flow
     result.streams = _checks(recording, record, {label: s.packets_sent for label, s in sent.items()})
     for check in result.streams:
         result.problems += check.problems
@@ -183,9 +194,22 @@ async def _play_call(taps: dict[Leg, tuple[str, int]], duration: float) -> None:
         sender.close()
 
 
-def _flow(record: SessionRecord) -> list[tuple[str, str]]:
-    document = json.loads(record.json_path.read_text())
-    return [(entry["event"], entry.get("detail") or "") for entry in document.get("log", [])]
+def _summary(message: Request | Response) -> str:
+    """One line per SIP message: what a SIPREC reader looks for in it."""
+    if isinstance(message, Request):
+        line = f"{message.method} {message.uri}"
+    else:
+        line = f"{message.status} {message.reason} ({message.cseq.method})"
+    details = []
+    if "siprec" in message.header_tokens("Require"):
+        details.append("Require: siprec")
+    content_type = (message.content_type or "").split(";")[0]
+    if content_type:
+        details.append(content_type)
+    expires = message.headers.get("Session-Expires")
+    if expires:
+        details.append(f"Session-Expires: {expires}")
+    return line + (f"  [{', '.join(details)}]" if details else "")
 
 
 def _checks(recording: Recording, record: SessionRecord, sent: dict[str, int]) -> list[StreamCheck]:
@@ -230,8 +254,8 @@ def _read_wav(path: Path) -> tuple[np.ndarray[Any, np.dtype[np.int16]], int]:
 def format_result(result: DemoResult) -> str:
     mode = "SIP over TLS, SRTP (SDES)" if result.secure else "SIP over UDP, plain RTP"
     lines = [f"siprec-src demo: a two-party call recorded with both_tracks to {result.srs_uri} ({mode})", ""]
-    lines.append("SIP flow (as the SRS logged it):")
-    lines += [f"  {event:<24} {detail}" for event, detail in result.flow] or ["  (nothing logged)"]
+    lines.append("SIP flow (as the SRS saw it on the wire):")
+    lines += [f"  {when}  {what}" for when, what in result.flow] or ["  (nothing)"]
     lines.append("")
     header = (
         "stream",
@@ -263,8 +287,8 @@ def format_result(result: DemoResult) -> str:
         for c in result.streams
     ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.append("")
     lines.append("files:")
     for c in result.streams:

@@ -29,7 +29,15 @@ async def test_demo_records_each_leg_into_its_own_file(secure: bool, tmp_path: P
         assert 0.9 < check.seconds < 1.1
     assert result.png is not None and result.png.read_bytes().startswith(PNG_SIGNATURE)
     assert result.session_json is not None and result.session_json.exists()
-    assert result.flow[0][0] == "started"
+    messages = [what.split("  [")[0] for _, what in result.flow]
+    assert messages[0].startswith("INVITE sip") and "Require: siprec" in result.flow[0][1]
+    assert [m.split()[0] for m in messages if not m.startswith("100 ")] == [
+        "INVITE",
+        "200",
+        "ACK",
+        "BYE",
+        "200",
+    ]
     text = format_result(result)
     assert "OK: each leg's tone is in its own file" in text and "FAILED" not in text
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from siprec_src.errors import ConfigError, SiprecError
 from siprec_src.signaling.transport import ListenSpec, TlsConfig
 from siprec_src.signaling.useragent import UserAgent
+from siprec_src.sip.message import Request, Response
 from siprec_src.sip.syntax import SipParseError
 from siprec_src.sip.target import Destination
 from siprec_src.sip.uri import SipUri
@@ -105,6 +106,7 @@ class SrsServer:
         user_agent: str = "siprec-src srs",
         on_session_start: Callable[[SessionRecord], None] | None = None,
         on_session_end: Callable[[SessionRecord], None] | None = None,
+        on_sip_trace: Callable[[str, Request | Response, Destination], None] | None = None,
     ) -> None:
         if not listen:
             raise ConfigError("the SRS needs at least one listen address", key="listen")
@@ -117,6 +119,7 @@ class SrsServer:
         self._user_agent = user_agent
         self.on_session_start = on_session_start
         self.on_session_end = on_session_end
+        self._on_sip_trace = on_sip_trace  # ("in" | "out", message, peer) of every SIP message
         self._records: dict[str, SessionRecord] = {}
         self._ended: asyncio.Queue[SessionRecord] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -142,7 +145,7 @@ class SrsServer:
             session_timeout_guard=self._guard,
             new_session_id=self._new_session_id,
         )
-        self._ua = UserAgent(core, tls=self._tls, on_event=self._on_ua_event)
+        self._ua = UserAgent(core, tls=self._tls, on_event=self._on_ua_event, on_trace=self._on_sip_trace)
         try:
             await self._ua.start(self._listen)
         except BaseException:
