@@ -140,7 +140,8 @@ async def _serve(
         return 1
     queue = CallbackQueue(config.control.callbacks)
     await queue.start()
-    sidecar = Sidecar(engine, config.control, submit=queue.submit, codecs=API_CODECS)
+    # The sidecar hooks the engine's on_event and on_stream_event (status callbacks, metrics).
+    sidecar = Sidecar(engine, config.control, submit=queue.submit, codecs=API_CODECS, streams=config.streams)
     registry = Registry()
     app = build_app(sidecar, registry)
     register_callback_metrics(registry, queue)

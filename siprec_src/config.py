@@ -48,6 +48,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from siprec_src.control.settings import ApiCredentials, CallbackSettings, ControlSettings
+from siprec_src.control.sidecar import StreamSettings
 from siprec_src.errors import ConfigError
 from siprec_src.media.engine import MediaConfig
 from siprec_src.media.ports import check_port_range, split_port_range
@@ -133,6 +134,8 @@ class SidecarConfig:
     log_format: str = "text"  # "text" | "json"
     log_level: str = "info"  # one of LOG_LEVELS
     source: str | None = None  # the file it came from
+    # [streams]: how WebSocket streams connect (the CA of wss:// services) and queue
+    streams: StreamSettings = dataclasses.field(default_factory=StreamSettings)
 
 
 def _default(cls: type, name: str, kind: type[T]) -> T:
@@ -190,6 +193,9 @@ def parse_config(
         found = re.search(r"\(at line (\d+), column (\d+)\)", message)
         line, column = (int(found[1]), int(found[2])) if found else (None, None)
         raise ConfigFileError(f"TOML syntax error: {message}", file=file, line=line, column=column) from None
+    except ValueError as exc:
+        # tomllib lets int()'s own limit through: an integer of more than 4300 digits.
+        raise ConfigFileError(f"TOML value cannot be read: {exc}", file=file) from None
     reader = _Reader(file, os.environ if environ is None else environ, Path(base_dir or "."))
     config = _build(reader, data)
     if reader.errors:
@@ -198,6 +204,7 @@ def parse_config(
     return SidecarConfig(
         engine=config.engine,
         control=config.control,
+        streams=config.streams,
         log_format=config.log_format,
         log_level=config.log_level,
         source=None if file == "<config>" else file,
@@ -464,12 +471,16 @@ class _Built:
     control: ControlSettings
     log_format: str
     log_level: str
+    streams: StreamSettings
 
 
 def _build(reader: _Reader, data: Mapping[str, object]) -> _Built | None:
-    root = _Table(reader, "", data, ("log", "api", "callbacks", "sip", "media", "edges", "connectors"))
+    root = _Table(
+        reader, "", data, ("log", "api", "callbacks", "sip", "media", "streams", "edges", "connectors")
+    )
     log_format, log_level = _log(root)
     control = _control(root)
+    streams = _streams(root)
     listens, tls, user_agent, from_uri = _sip(root)
     media, media_host, media_advertised = _media(root)
     edges, declared_edges = _edges(root)
@@ -492,7 +503,7 @@ def _build(reader: _Reader, data: Mapping[str, object]) -> _Built | None:
     )
     if engine is None:
         return None
-    return _Built(engine, control, log_format, log_level)
+    return _Built(engine, control, log_format, log_level, streams)
 
 
 def _log(root: _Table) -> tuple[str, str]:
@@ -576,6 +587,28 @@ def _callbacks(root: _Table) -> CallbackSettings:
         backoff=section.number("backoff", defaults.backoff, minimum=0),
         queue_size=section.integer("queue_size", defaults.queue_size, minimum=1),
     )
+
+
+def _streams(root: _Table) -> StreamSettings:
+    reader = root.reader
+    section = root.table("streams", ("ca", "queue_frames", "connect_timeout"))
+    defaults = StreamSettings()
+    ca_text = section.optional_string("ca")
+    ca = None if ca_text is None else _readable_file(reader, section.key("ca"), ca_text)
+    settings = StreamSettings(
+        ca=ca,
+        queue_frames=section.integer("queue_frames", defaults.queue_frames, minimum=1, maximum=1_000_000),
+        connect_timeout=section.number("connect_timeout", defaults.connect_timeout, minimum=0, above=True),
+    )
+    if ca is not None:
+        # Load it now, as each wss:// stream will: a PEM that does not parse is a config error
+        # at start, not a failed stream on the first call.
+        try:
+            settings.ssl_context()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            reader.error(section.key("ca"), f"{ca!r} is not a PEM file of CA certificates: {exc}")
+            return defaults
+    return settings
 
 
 def _sip(root: _Table) -> tuple[tuple[ListenSpec, ...], TlsConfig | None, str, str]:

@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "media": set(),
     "signaling": {"sip"},
     "recording": {"sip", "sdp", "metadata", "media", "signaling", "streams"},
-    "control": {"recording"},
+    "control": {"recording", "streams"},  # streams: the pure wire-format options the shapes parse
     "srs": {"sip", "sdp", "metadata", "media", "signaling"},
 }
 IO_MODULES = {"asyncio", "socket", "ssl", "time", "selectors", "threading", "subprocess", "multiprocessing"}

@@ -8,7 +8,8 @@
   ``siprec_http_unhandled_errors_total``, which the tests require to stay at 0);
 - the metrics of the sidecar (``SidecarMetrics``): calls, recordings and streams now, packets
   and bytes forwarded, SRS attempt failures, SIP final responses to our INVITEs, recordings
-  started/stopped/failed, HTTP requests.
+  started/stopped/failed, WebSocket streams (live, started, ended by outcome, frames sent and
+  dropped), HTTP requests.
 
 Fork counters live in the media engine (and its worker processes); a scrape reads them
 (``Engine.fork_stats``) and keeps a high-water mark per stream, so the exposed totals only
@@ -26,7 +27,7 @@ from typing import Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from siprec_src.control import native, openapi, telnyx, twilio
+from siprec_src.control import native, openapi, plivo, telnyx, twilio
 from siprec_src.control.callbacks import CallbackQueue
 from siprec_src.control.metrics import CONTENT_TYPE, Registry
 from siprec_src.control.sidecar import Sidecar
@@ -38,7 +39,12 @@ from siprec_src.recording.events import (
     RecordingFailed,
     RecordingStarted,
     RecordingStopped,
+    StreamDropped,
+    StreamEvent,
+    StreamStarted,
+    StreamStopped,
 )
+from siprec_src.recording.stream import Stream
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,7 @@ def build_app(sidecar: Sidecar, registry: Registry) -> web.Application:
     app.router.add_get("/metrics", metrics_text, allow_head=False)
     app.router.add_get("/openapi.json", openapi_json, allow_head=False)
     native.add_routes(app, sidecar)
+    plivo.add_routes(app, sidecar)  # Plivo XML documents, under /v1 with its Bearer tokens
     twilio.add_routes(app, sidecar)  # each shape authenticates its own requests
     telnyx.add_routes(app, sidecar)
     return app
@@ -174,9 +181,10 @@ class SidecarMetrics:
         registry.gauge(
             "siprec_recordings_active", "Recordings not ended (starting, in progress, paused)."
         ).set_function(sidecar.live_recordings)
-        registry.gauge("siprec_streams_active", "Forked streams of live recordings.").set_function(
-            lambda: sum(call.active_streams for call in engine.calls.values())
-        )
+        registry.gauge(
+            "siprec_streams_active",
+            "Forked streams in use: SIPREC streams of live recordings and legs of live WebSocket streams.",
+        ).set_function(lambda: sum(call.active_streams for call in engine.calls.values()))
         registry.gauge("siprec_shutting_down", "1 while the sidecar drains for shutdown.").set_function(
             lambda: int(sidecar.shutting_down)
         )
@@ -226,6 +234,54 @@ class SidecarMetrics:
         self._seen: dict[str, tuple[Recording, dict[str, _Fork]]] = {}
         self._ended: dict[str, float] = {}  # sid -> monotonic time it ended
         sidecar.listeners.append(self.on_event)
+        # WebSocket streams: their counters live in the control process, read at scrape time.
+        registry.gauge("siprec_websocket_streams_active", "WebSocket streams not ended.").set_function(
+            sidecar.live_streams
+        )
+        self.streams_started = registry.counter(
+            "siprec_websocket_streams_started_total", "WebSocket streams whose service took them."
+        )
+        self.streams_ended = registry.counter(
+            "siprec_websocket_streams_ended_total",
+            "WebSocket streams ended: stopped (on purpose) or dropped (failed to connect, broke).",
+            ("outcome",),
+        )
+        self._live_streams: dict[str, Stream] = {}
+        self._retired_frames = {"frames_sent": 0, "frames_dropped": 0}
+        for name, documentation, attribute in (
+            (
+                "siprec_websocket_frames_sent_total",
+                "20 ms media frames written to WebSockets.",
+                "frames_sent",
+            ),
+            (
+                "siprec_websocket_frames_dropped_total",
+                "20 ms media frames dropped because a WebSocket's send queue was full.",
+                "frames_dropped",
+            ),
+        ):
+            registry.counter(name, documentation).set_function(self._stream_total(attribute))
+        sidecar.stream_listeners.append(self.on_stream_event)
+
+    def on_stream_event(self, stream: Stream, event: StreamEvent) -> None:
+        if isinstance(event, StreamStarted):
+            self.streams_started.inc()
+        if isinstance(event, StreamStopped | StreamDropped):
+            outcome = "stopped" if isinstance(event, StreamStopped) else "dropped"
+            self.streams_ended.labels(outcome=outcome).inc()
+            self._live_streams.pop(stream.sid, None)
+            stats = stream.stats  # final: the stream released its forks and sender before this event
+            self._retired_frames["frames_sent"] += stats.frames_sent
+            self._retired_frames["frames_dropped"] += stats.frames_dropped
+        else:
+            self._live_streams[stream.sid] = stream
+
+    def _stream_total(self, attribute: str) -> Callable[[], int]:
+        def total() -> int:
+            live = sum(int(getattr(s.stats, attribute)) for s in self._live_streams.values())
+            return self._retired_frames[attribute] + live
+
+        return total
 
     def on_event(self, recording: Recording, event: RecordingEvent) -> None:
         self._seen.setdefault(recording.sid, (recording, {}))

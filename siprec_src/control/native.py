@@ -1,4 +1,5 @@
-"""The native ``/v1`` JSON API: calls, their recordings, participants, status callbacks.
+"""The native ``/v1`` JSON API: calls, their recordings and WebSocket streams, participants,
+status callbacks.
 
 Every handler runs behind Bearer authentication (RFC 6750 §2.1) against the configured
 tokens, compared in constant time; with no token configured the API is not enabled and
@@ -13,7 +14,11 @@ limit, a wrong state 409; the call limit, no free media port, shutting down 503;
 else is the caller's mistake, 400.
 
 A recording answers 201 at once with status ``starting``: the SRS's answer (and any failover)
-is reported by status callbacks and by ``GET``, never waited for in the request.
+is reported by status callbacks and by ``GET``, never waited for in the request. A WebSocket
+stream (``/v1/calls/{call_id}/streams``, Twilio or Plivo wire format) does the same: 201 in
+``starting``, then ``stream.started`` or ``stream.dropped``. Streams started through the other
+shapes (TwiML, the Twilio Streams resource, Plivo XML) are listed and stopped here too; their
+callbacks keep the shape that started them.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from yarl import URL
 
 from siprec_src.control.callbacks import Delivery, hmac_sha256_signature, request_url
 from siprec_src.control.openapi import check_body
-from siprec_src.control.sidecar import Notifier, Sidecar
+from siprec_src.control.sidecar import Notifier, Sidecar, StreamNotifier
 from siprec_src.errors import ConfigError, LocalProtocolError
 from siprec_src.recording.call import Party, Track, tap_srtp_keys
 from siprec_src.recording.engine import Call, Recording, RecordingError
@@ -46,6 +51,22 @@ from siprec_src.recording.events import (
     RecordingResumed,
     RecordingStarted,
     RecordingStopped,
+    StreamDropped,
+    StreamEvent,
+    StreamPlayed,
+    StreamStarted,
+    StreamStopped,
+)
+from siprec_src.recording.stream import Stream
+from siprec_src.streams.options import (
+    DEFAULT_STREAM_TIMEOUT,
+    PlivoAudioTrack,
+    PlivoContentType,
+    PlivoStreamOptions,
+    StreamOptions,
+    TwilioStreamOptions,
+    TwilioTrack,
+    parse_extra_headers,
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -54,7 +75,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # may not import; a track's legs are the same objects.)
 LEGS = {"inbound": Track.INBOUND.legs[0], "outbound": Track.OUTBOUND.legs[0]}
 
-_CONFLICT_CODES = frozenset({"stream_limit", "invalid_state", "call_closed"})
+_CONFLICT_CODES = frozenset({"stream_limit", "invalid_state", "call_closed", "bidirectional_in_use"})
 # "No capacity now", not a bad request: 503 so clients retry later or elsewhere.
 _UNAVAILABLE_CODES = frozenset({"call_limit", "shutting_down", "ports_exhausted", "media_unavailable"})
 _STATUS_BY_CODE = {"unsupported_media_type": 415}
@@ -101,6 +122,12 @@ def add_routes(app: web.Application, sidecar: Sidecar) -> None:
         ("GET", "/v1/calls/{call_id}/recordings", api.list_recordings),
         ("GET", "/v1/calls/{call_id}/recordings/{recording}", api.get_recording),
         ("POST", "/v1/calls/{call_id}/recordings/{recording}", api.update_recording),
+        ("POST", "/v1/calls/{call_id}/streams", api.create_stream),
+        ("GET", "/v1/calls/{call_id}/streams", api.list_streams),
+        # Any segment names a stream (an unknown one is 404 no_such_stream); the body of an
+        # update is checked before the lookup, as the document says it is.
+        ("GET", "/v1/calls/{call_id}/streams/{stream:[^/]+}", api.get_stream),
+        ("POST", "/v1/calls/{call_id}/streams/{stream:[^/]+}", api.update_stream),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, api.guarded(handler))
@@ -158,7 +185,7 @@ class NativeApi:
             )
         return None
 
-    async def _body(self, request: web.Request, schema: str) -> dict[str, Any]:
+    async def json_body(self, request: web.Request, schema: str) -> dict[str, Any]:
         declared = request.headers.get("Content-Type")
         if declared is not None:
             media_type = declared.split(";", 1)[0].strip().lower()
@@ -183,7 +210,7 @@ class NativeApi:
     # --- calls --------------------------------------------------------------------------
 
     async def create_call(self, request: web.Request) -> web.StreamResponse:
-        body = await self._body(request, "CallCreate")
+        body = await self.json_body(request, "CallCreate")
         options: dict[str, Any] = {}
         if "codec" in body:
             codec = self.sidecar.codecs.get(body["codec"])
@@ -219,6 +246,8 @@ class NativeApi:
                 suites[name] = keys.suite
         if "sip_session_id" in body:
             options["sip_session_id"] = body["sip_session_id"].lower()
+        if "playback" in body:
+            options["playback"] = _address(body["playback"], "playback")
         call = await self.sidecar.open_call(
             caller=_party(body["from"], "from"),
             callee=_party(body["to"], "to"),
@@ -244,7 +273,7 @@ class NativeApi:
 
     async def update_participants(self, request: web.Request) -> web.StreamResponse:
         call = self._find_call(request)
-        body = await self._body(request, "ParticipantsUpdate")
+        body = await self.json_body(request, "ParticipantsUpdate")
         await call.update_participants(_party(body["from"], "from"), _party(body["to"], "to"))
         return web.json_response(await self._call(call))
 
@@ -252,7 +281,7 @@ class NativeApi:
 
     async def create_recording(self, request: web.Request) -> web.StreamResponse:
         call = self._find_call(request)
-        body = await self._body(request, "RecordingCreate")
+        body = await self.json_body(request, "RecordingCreate")
         callback = body.get("status_callback")
         if callback is not None:
             _check_callback_url(callback)
@@ -287,7 +316,7 @@ class NativeApi:
 
     async def update_recording(self, request: web.Request) -> web.StreamResponse:
         recording = self._find_recording(request)
-        body = await self._body(request, "RecordingUpdate")
+        body = await self.json_body(request, "RecordingUpdate")
         status = body["status"]
         if status == "stopped":
             await recording.stop("stopped by the API")
@@ -296,6 +325,40 @@ class NativeApi:
         else:
             await recording.resume()
         return web.json_response(await self._recording(recording))
+
+    # --- WebSocket streams -----------------------------------------------------------------------
+
+    async def create_stream(self, request: web.Request) -> web.StreamResponse:
+        call = self._find_call(request)
+        body = await self.json_body(request, "WebSocketStreamCreate")
+        options = stream_options(body)
+        callback = body.get("status_callback")
+        notifier = None
+        if callback is not None:
+            _check_callback_url(callback)
+            notifier = self._stream_notifier(callback, body.get("status_callback_method", "POST"))
+        stream = await self.sidecar.start_stream(call, options, notifier=notifier)
+        location = f"/v1/calls/{quote(call.call_id)}/streams/{stream.sid}"
+        resource = stream_resource(self.sidecar, stream)
+        return web.json_response(resource, status=201, headers={"Location": location})
+
+    async def list_streams(self, request: web.Request) -> web.StreamResponse:
+        call = self._find_call(request)
+        streams = [stream_resource(self.sidecar, s) for s in list(call.streams.values())]
+        return web.json_response({"streams": streams})
+
+    async def get_stream(self, request: web.Request) -> web.StreamResponse:
+        call = self._find_call(request)
+        stream = call.get_stream(request.match_info["stream"])
+        return web.json_response(stream_resource(self.sidecar, stream))
+
+    async def update_stream(self, request: web.Request) -> web.StreamResponse:
+        call = self._find_call(request)
+        await self.json_body(request, "WebSocketStreamUpdate")  # "stopped" is the only change
+        stream = call.get_stream(request.match_info["stream"])
+        if not stream.status.terminal:
+            await self.sidecar.stop_stream(stream)
+        return web.json_response(stream_resource(self.sidecar, stream))
 
     # --- lookups and resources ------------------------------------------------------------------
 
@@ -338,7 +401,9 @@ class NativeApi:
             "codec": call.codec.encoding,
             "sip_session_id": call.sip_session_id,
             "legs": legs,
+            "playback": _format_address(call.playback) if isinstance(call.playback, tuple) else None,
             "recordings": [await self._recording(r) for r in list(call.recordings.values())],
+            "streams": [stream_resource(self.sidecar, s) for s in list(call.streams.values())],
             "created_at": _timestamp(self.sidecar.created_at(call)),
         }
 
@@ -382,30 +447,37 @@ class NativeApi:
     # --- status callbacks -----------------------------------------------------------------------
 
     def _notifier(self, url: str, method: str) -> Notifier:
-        secret = self.sidecar.settings.callbacks.signing_secret
-
         def notify(recording: Recording, event: RecordingEvent) -> Delivery | None:
             body = callback_body(recording, event, self.sidecar.clock())
-            if body is None:
-                return None
-            if method == "POST":
-                # The callback queue signs JSON bodies itself (X-Siprec-Signature over t.body).
-                return Delivery(url, json=body, event=str(body["event"]))
-            form = tuple((key, _form_value(value)) for key, value in body.items() if value is not None)
-            delivery = Delivery(url, method="GET", form=form, event=str(body["event"]))
-            if secret is None:
-                return delivery
-            # No body to sign: the signature covers the URL exactly as requested (query included).
-            signature = hmac_sha256_signature(secret, int(time.time()), request_url(delivery))
-            return Delivery(
-                url,
-                method="GET",
-                form=form,
-                event=delivery.event,
-                headers=(("X-Siprec-Signature", signature),),
-            )
+            return None if body is None else self._delivery(url, method, body)
 
         return notify
+
+    def _stream_notifier(self, url: str, method: str) -> StreamNotifier:
+        def notify(stream: Stream, event: StreamEvent) -> Delivery | None:
+            body = stream_callback_body(stream, event, self.sidecar.clock())
+            return None if body is None else self._delivery(url, method, body)
+
+        return notify
+
+    def _delivery(self, url: str, method: str, body: dict[str, Any]) -> Delivery:
+        if method == "POST":
+            # The callback queue signs JSON bodies itself (X-Siprec-Signature over t.body).
+            return Delivery(url, json=body, event=str(body["event"]))
+        form = tuple((key, _form_value(value)) for key, value in body.items() if value is not None)
+        delivery = Delivery(url, method="GET", form=form, event=str(body["event"]))
+        secret = self.sidecar.settings.callbacks.signing_secret
+        if secret is None:
+            return delivery
+        # No body to sign: the signature covers the URL exactly as requested (query included).
+        signature = hmac_sha256_signature(secret, int(time.time()), request_url(delivery))
+        return Delivery(
+            url,
+            method="GET",
+            form=form,
+            event=delivery.event,
+            headers=(("X-Siprec-Signature", signature),),
+        )
 
 
 def callback_body(recording: Recording, event: RecordingEvent, now: datetime) -> dict[str, Any] | None:
@@ -448,6 +520,136 @@ def callback_body(recording: Recording, event: RecordingEvent, now: datetime) ->
         return None
     body["timestamp"] = _timestamp(now)
     return body
+
+
+def stream_callback_body(stream: Stream, event: StreamEvent, now: datetime) -> dict[str, Any] | None:
+    """The native callback for a stream event, or ``None`` for events that have none."""
+    body: dict[str, Any] = {
+        "event": "",
+        "sid": stream.sid,
+        "call_id": stream.call_id,
+        "name": stream.name,
+        "status": str(stream.status),
+        "format": stream.kind,
+        "url": stream.url,
+    }
+    if isinstance(event, StreamStarted):
+        body.update(event="stream.started", status="in-progress")
+    elif isinstance(event, StreamStopped):
+        body.update(
+            event="stream.stopped", status="stopped", reason=event.reason, frames_dropped=event.frames_dropped
+        )
+    elif isinstance(event, StreamDropped):
+        body.update(
+            event="stream.dropped", status="failed", error=event.error, frames_dropped=event.frames_dropped
+        )
+    elif isinstance(event, StreamPlayed):
+        body.update(event="stream.played", mark=event.name)
+    else:
+        return None  # StreamFramesDropped: counted in the resource's stats, not a callback
+    body["timestamp"] = _timestamp(now)
+    return body
+
+
+def stream_resource(sidecar: Sidecar, stream: Stream) -> dict[str, Any]:
+    """A stream as the native API shows it, whichever shape started it."""
+    created, started, updated = sidecar.stream_times(stream)
+    stats = stream.stats
+    options = stream.options
+    if isinstance(options, TwilioStreamOptions):
+        track = options.track.value
+    else:
+        track = _TRACK_OF_PLIVO[options.audio_track]
+    return {
+        "sid": stream.sid,
+        "call_id": stream.call_id,
+        "name": stream.name,
+        "url": stream.url,
+        "format": stream.kind,
+        "track": track,
+        "bidirectional": stream.bidirectional,
+        "content_type": _content_type(options),
+        "status": str(stream.status),
+        "stats": {
+            "packets_received": stats.packets_received,
+            "packets_late": stats.packets_late,
+            "frames": stats.frames,
+            "frames_sent": stats.frames_sent,
+            "frames_dropped": stats.frames_dropped,
+            "queued": stats.queued,
+            "messages_sent": stats.messages_sent,
+            "bytes_sent": stats.bytes_sent,
+            "frames_played": stats.frames_played,
+        },
+        "error": stream.error,
+        "created_at": _timestamp(created),
+        "started_at": _timestamp(started) if started else None,
+        "updated_at": _timestamp(updated),
+    }
+
+
+_TRACK_OF_PLIVO = {
+    PlivoAudioTrack.INBOUND: "inbound_track",
+    PlivoAudioTrack.OUTBOUND: "outbound_track",
+    PlivoAudioTrack.BOTH: "both_tracks",
+}
+_PLIVO_TRACK = {track: plivo for plivo, track in _TRACK_OF_PLIVO.items()}
+_TWILIO_ONLY = ("name", "parameters")
+_PLIVO_ONLY = ("content_type", "extra_headers", "stream_timeout")
+# The options' fields (as TwiML / Plivo XML spell them) -> the native body's.
+_NATIVE_FIELDS = {
+    "audioTrack": "track",
+    "streamTimeout": "stream_timeout",
+    "statusCallback": "status_callback",
+    "statusCallbackUrl": "status_callback",
+    "statusCallbackMethod": "status_callback_method",
+    "contentType": "content_type",
+    "extraHeaders": "extra_headers",
+    "Parameter": "parameters",
+    "Parameter.name": "parameters",
+}
+
+
+def _content_type(options: StreamOptions) -> str:
+    if isinstance(options, PlivoStreamOptions):
+        return options.content_type.value
+    return "audio/x-mulaw;rate=8000"  # Twilio Media Streams: always µ-law at 8 kHz
+
+
+def stream_options(body: dict[str, Any]) -> StreamOptions:
+    """The stream a checked ``WebSocketStreamCreate`` body asks for; errors name its fields."""
+    kind = body.get("format", "twilio")
+    track = body.get("track", "inbound_track")
+    wrong = _PLIVO_ONLY if kind == "twilio" else _TWILIO_ONLY
+    for key in wrong:
+        if key in body:
+            other = "plivo" if kind == "twilio" else "twilio"
+            raise LocalProtocolError(
+                f"{key} is for format {other} streams, not {kind}", field=key, code="invalid_value"
+            )
+    try:
+        if kind == "twilio":
+            return TwilioStreamOptions(
+                url=body["url"],
+                name=body.get("name"),
+                track=TwilioTrack(track),
+                parameters=tuple(body.get("parameters", {}).items()),
+                bidirectional=body.get("bidirectional", False),
+            )
+        return PlivoStreamOptions(
+            url=body["url"],
+            bidirectional=body.get("bidirectional", False),
+            audio_track=_PLIVO_TRACK[track],
+            stream_timeout=body.get("stream_timeout", DEFAULT_STREAM_TIMEOUT),
+            content_type=PlivoContentType(body.get("content_type", PlivoContentType.L16_8K.value)),
+            extra_headers=parse_extra_headers(body.get("extra_headers", "")),
+        )
+    except LocalProtocolError as exc:
+        field = _NATIVE_FIELDS.get(exc.field or "", exc.field)
+        message = str(exc)
+        if exc.field and field:
+            message = message.replace(exc.field, field, 1)  # "audioTrack both ..." -> "track both ..."
+        raise LocalProtocolError(message, field=field, code=exc.code) from None
 
 
 # --- helpers ------------------------------------------------------------------------------------

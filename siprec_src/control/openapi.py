@@ -1,5 +1,9 @@
 """The native ``/v1`` API described as OpenAPI 3.1, and the checker of request bodies it implies.
 
+It covers calls, SIPREC recordings, WebSocket streams (``/v1/calls/{call_id}/streams``) and
+the Plivo XML endpoint (``/v1/calls/{call_id}/plivo-xml``, whose body is XML, or JSON holding
+the XML: ``plivo.py``).
+
 The document is written by hand (a Python dict) and is the single source of truth for what a
 request body may hold: ``native.py`` validates every body with :func:`check_body` against the
 schemas here, so the document and the handlers cannot drift apart. The checker implements
@@ -42,6 +46,10 @@ CONNECTOR_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # what config.py allows for [c
 PARAM_NAME = r"^[A-Za-z0-9_-]{1,64}$"  # becomes an X-NAME SIP header (a token, RFC 3261 §25.1)
 ONE_LINE = r"^[^\x00-\x1f\x7f\uFFFE\uFFFF]*$"
 HTTP_URL = r"^https?://[^\x00-\x20\x7f]+$"
+WS_URL = r"^[Ww][Ss][Ss]?://[^\x00-\x20\x7f]+$"  # streams/options.check_stream_url decides the rest
+STREAM_PARAMETER_NAME = r"^[^\x00-\x1f\x7f\uFFFE\uFFFF]+$"  # a JSON key of start.customParameters
+# Plivo extraHeaders: key=value pairs of [A-Za-z0-9], comma separated (seed 004), 512 bytes at most.
+EXTRA_HEADERS = r"^([A-Za-z0-9]+=[A-Za-z0-9]+(,[A-Za-z0-9]+=[A-Za-z0-9]+)*)?$"
 
 TRACKS = ("inbound_track", "outbound_track", "both_tracks")
 CODECS = ("PCMU", "PCMA")
@@ -60,7 +68,13 @@ CALLBACK_EVENTS = (
     "recording.stopped",
     "recording.failed",
 )
+STREAM_FORMATS = ("twilio", "plivo")
+STREAM_STATUSES = ("starting", "in-progress", "stopped", "failed")
+PLIVO_CONTENT_TYPES = ("audio/x-l16;rate=8000", "audio/x-l16;rate=16000", "audio/x-mulaw;rate=8000")
+STREAM_CALLBACK_EVENTS = ("stream.started", "stream.stopped", "stream.dropped", "stream.played")
 MAX_SESSION_TIMEOUT = 86_400
+MAX_STREAM_TIMEOUT = 2_147_483_647  # seconds; Plivo sets no maximum, a 32-bit integer does
+MAX_STREAM_PARAMETERS = 99  # Twilio's Parameter1..99
 
 # --- schemas ------------------------------------------------------------------------------------
 
@@ -186,6 +200,17 @@ REQUEST_SCHEMAS: dict[str, dict[str, Any]] = {
                 ),
             },
             "legs": _object({"inbound": _ref("LegInput"), "outbound": _ref("LegInput")}),
+            "playback": _string(
+                SOURCE,
+                max_length=64,
+                error="must be IPv4:port or [IPv6]:port",
+                description=(
+                    "Where bidirectional WebSocket streams play their audio into the call: RTP "
+                    "in the call's codec, sent from the media host (the PBX mixes or relays it "
+                    "toward the far end). Without it a bidirectional stream is refused."
+                ),
+                examples=["192.0.2.10:40100"],
+            ),
         },
         ("from", "to"),
     ),
@@ -261,6 +286,112 @@ REQUEST_SCHEMAS: dict[str, dict[str, Any]] = {
             }
         },
         ("status",),
+    ),
+    "WebSocketStreamCreate": _object(
+        {
+            "url": _string(
+                WS_URL,
+                max_length=2048,
+                error="must be a ws:// or wss:// URL",
+                description="The WebSocket service; wss:// is verified (trust store and [streams] ca).",
+                examples=["wss://bot.example.com/media"],
+            ),
+            "name": _string(
+                RECORDING_NAME,
+                max_length=64,
+                error="must be 1-64 letters, digits and _ . : @ + -",
+                description=(
+                    "Unique among the call's live recordings and streams; usable instead of the "
+                    "sid (twilio format only: Plivo streams have no name)."
+                ),
+            ),
+            "track": {
+                "type": "string",
+                "enum": list(TRACKS),
+                "default": "inbound_track",
+                "x-error": f"must be one of {', '.join(TRACKS)}",
+                "description": "What to stream; both_tracks counts 2 of the call's 4 forked streams.",
+            },
+            "format": {
+                "type": "string",
+                "enum": list(STREAM_FORMATS),
+                "default": "twilio",
+                "x-error": "must be twilio or plivo",
+                "description": "The wire format: Twilio Media Streams or Plivo AudioStream messages.",
+            },
+            "parameters": {
+                "type": "object",
+                "maxProperties": MAX_STREAM_PARAMETERS,
+                "propertyNames": {
+                    "type": "string",
+                    "pattern": STREAM_PARAMETER_NAME,
+                    "maxLength": 256,
+                    "x-error": "must be 1-256 characters without control characters",
+                },
+                "additionalProperties": _string(
+                    ONE_LINE, max_length=1024, error="must be one line without control characters"
+                ),
+                "x-error": f"must be an object of at most {MAX_STREAM_PARAMETERS} string values",
+                "description": "twilio format: the start message's customParameters.",
+            },
+            "content_type": {
+                "type": "string",
+                "enum": list(PLIVO_CONTENT_TYPES),
+                "default": "audio/x-l16;rate=8000",
+                "x-error": f"must be one of {', '.join(PLIVO_CONTENT_TYPES)}",
+                "description": "plivo format: the audio of the media messages (Plivo contentType).",
+            },
+            "extra_headers": _string(
+                EXTRA_HEADERS,
+                max_length=512,
+                error="must be key=value pairs of letters and digits, separated by commas (k1=v1,k2=v2)",
+                description="plivo format: the start message's extra_headers (Plivo extraHeaders).",
+            ),
+            "stream_timeout": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_STREAM_TIMEOUT,
+                "x-error": "must be a positive number of seconds",
+                "description": "plivo format: stop streaming this long after it started (default 86400).",
+            },
+            "bidirectional": {
+                "type": "boolean",
+                "x-error": "must be true or false",
+                "description": (
+                    "The service may send audio back, played to the call's playback address "
+                    "(inbound_track only, one per call)."
+                ),
+            },
+            "status_callback": _string(
+                HTTP_URL,
+                max_length=2048,
+                error="must be an http:// or https:// URL",
+                description="Where stream events are sent.",
+            ),
+            "status_callback_method": {
+                "type": "string",
+                "enum": ["GET", "POST"],
+                "default": "POST",
+                "x-error": "must be GET or POST",
+            },
+        },
+        ("url",),
+    ),
+    "WebSocketStreamUpdate": _object(
+        {"status": {"type": "string", "enum": ["stopped"], "x-error": "must be stopped"}},
+        ("status",),
+    ),
+    "PlivoXmlRequest": _object(
+        {
+            "xml": _string(
+                None,
+                max_length=1_048_576,
+                error="must be a string",
+                description="A Plivo XML document: <Response> with <Stream> elements.",
+                examples=["<Response><Stream>wss://bot.example.com/audio</Stream></Response>"],
+            )
+        },
+        ("xml",),
     ),
 }
 
@@ -356,9 +487,85 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "WebSocketStreamStats": {
+        "type": "object",
+        "required": [
+            "packets_received",
+            "packets_late",
+            "frames",
+            "frames_sent",
+            "frames_dropped",
+            "queued",
+            "messages_sent",
+            "bytes_sent",
+            "frames_played",
+        ],
+        "properties": {
+            "packets_received": {**_INT, "description": "RTP packets that reached the stream."},
+            "packets_late": {**_INT, "description": "Reordered or duplicated packets dropped."},
+            "frames": {**_INT, "description": "20 ms media frames made."},
+            "frames_sent": {**_INT, "description": "Media messages written to the WebSocket."},
+            "frames_dropped": {**_INT, "description": "Frames dropped because the send queue was full."},
+            "queued": {**_INT, "description": "Frames not written yet."},
+            "messages_sent": {**_INT, "description": "Every message written, media or not."},
+            "bytes_sent": {**_INT, "description": "Their UTF-8 bytes."},
+            "frames_played": {**_INT, "description": "Bidirectional: 20 ms RTP packets played to the call."},
+        },
+    },
+    "WebSocketStream": {
+        "type": "object",
+        "required": [
+            "sid",
+            "call_id",
+            "name",
+            "url",
+            "format",
+            "track",
+            "bidirectional",
+            "content_type",
+            "status",
+            "stats",
+            "error",
+            "created_at",
+            "started_at",
+            "updated_at",
+        ],
+        "properties": {
+            "sid": {"type": "string", "description": "MZ + 32 hex digits (twilio), a UUID (plivo)."},
+            "call_id": {"type": "string"},
+            "name": {"type": ["string", "null"]},
+            "url": {"type": "string"},
+            "format": {"type": "string", "enum": list(STREAM_FORMATS)},
+            "track": {"type": "string", "enum": list(TRACKS)},
+            "bidirectional": {"type": "boolean"},
+            "content_type": {"type": "string", "description": "The audio of the media messages."},
+            "status": {"type": "string", "enum": list(STREAM_STATUSES)},
+            "stats": _ref("WebSocketStreamStats"),
+            "error": {"type": ["string", "null"], "description": "Why it failed (Plivo's words first)."},
+            "created_at": _TIME,
+            "started_at": {**_TIME, "type": ["string", "null"], "description": "When streaming began."},
+            "updated_at": _TIME,
+        },
+    },
+    "WebSocketStreamList": {
+        "type": "object",
+        "required": ["streams"],
+        "properties": {"streams": {"type": "array", "items": _ref("WebSocketStream")}},
+    },
     "Call": {
         "type": "object",
-        "required": ["call_id", "from", "to", "codec", "sip_session_id", "legs", "recordings", "created_at"],
+        "required": [
+            "call_id",
+            "from",
+            "to",
+            "codec",
+            "sip_session_id",
+            "legs",
+            "playback",
+            "recordings",
+            "streams",
+            "created_at",
+        ],
         "properties": {
             "call_id": {"type": "string"},
             "from": _ref("Party"),
@@ -370,7 +577,9 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
                 "required": ["inbound", "outbound"],
                 "properties": {"inbound": _ref("Leg"), "outbound": _ref("Leg")},
             },
+            "playback": {"type": ["string", "null"], "description": "Where bidirectional streams play."},
             "recordings": {"type": "array", "items": _ref("Recording")},
+            "streams": {"type": "array", "items": _ref("WebSocketStream")},
             "created_at": _TIME,
         },
     },
@@ -430,6 +639,27 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "timestamp": _TIME,
         },
     },
+    "StreamCallbackEvent": {
+        "type": "object",
+        "required": ["event", "sid", "call_id", "name", "status", "format", "url", "timestamp"],
+        "properties": {
+            "event": {"type": "string", "enum": list(STREAM_CALLBACK_EVENTS)},
+            "sid": {"type": "string"},
+            "call_id": {"type": "string"},
+            "name": {"type": ["string", "null"]},
+            "status": {"type": "string", "enum": list(STREAM_STATUSES)},
+            "format": {"type": "string", "enum": list(STREAM_FORMATS)},
+            "url": {"type": "string"},
+            "reason": {"type": "string", "description": "stopped: stopped, call ended, stream timeout."},
+            "error": {"type": "string", "description": "dropped: what happened."},
+            "frames_dropped": {**_INT, "description": "stopped, dropped: frames the full queue dropped."},
+            "mark": {
+                "type": ["string", "null"],
+                "description": "played: the mark/checkpoint reached; null: everything queued was played.",
+            },
+            "timestamp": _TIME,
+        },
+    },
 }
 
 # --- paths --------------------------------------------------------------------------------------
@@ -437,7 +667,7 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
 _ERRORS = {
     400: "The request is invalid; `error.field` names the field.",
     401: "No or wrong Bearer token.",
-    404: "No such call or recording (or the native API is not enabled).",
+    404: "No such call, recording or stream (or the native API is not enabled).",
     409: "The request conflicts with the state: duplicate, stream limit, wrong state.",
     413: "The body is larger than max_body_bytes.",
     415: "The body is not application/json.",
@@ -481,7 +711,32 @@ _RECORDING_PARAM = {
     "schema": {"type": "string"},
     "description": "The recording's sid, or its name (the live recording of that name first).",
 }
+_STREAM_PARAM = {
+    "name": "stream",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The stream's sid, or its name (the live stream of that name first).",
+}
 _BODY_ERRORS = (400, 413, 415)
+
+
+def _callback(schema: str, summary: str) -> dict[str, Any]:
+    return {
+        "status": {
+            "{$request.body#/status_callback}": {
+                "post": {
+                    "summary": summary,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref(schema)}},
+                    },
+                    "responses": {"200": {"description": "Any 2xx means delivered."}},
+                }
+            }
+        }
+    }
+
 
 PATHS: dict[str, dict[str, Any]] = {
     "/v1/calls": {
@@ -530,20 +785,9 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": _responses(
                 201, "Recording", "The recording, status starting.", (*_BODY_ERRORS, 409, 503)
             ),
-            "callbacks": {
-                "status": {
-                    "{$request.body#/status_callback}": {
-                        "post": {
-                            "summary": "A recording event (signed with X-Siprec-Signature when configured).",
-                            "requestBody": {
-                                "required": True,
-                                "content": {"application/json": {"schema": _ref("CallbackEvent")}},
-                            },
-                            "responses": {"200": {"description": "Any 2xx means delivered."}},
-                        }
-                    }
-                }
-            },
+            "callbacks": _callback(
+                "CallbackEvent", "A recording event (signed with X-Siprec-Signature when configured)."
+            ),
         },
         "get": {
             "operationId": "listRecordings",
@@ -563,6 +807,64 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "Pause (re-INVITE a=inactive), resume, or stop (BYE) a recording.",
             "requestBody": _body("RecordingUpdate"),
             "responses": _responses(200, "Recording", "The recording.", (*_BODY_ERRORS, 409)),
+        },
+    },
+    "/v1/calls/{call_id}/streams": {
+        "parameters": [_CALL_ID_PARAM],
+        "post": {
+            "operationId": "createStream",
+            "summary": "Start a WebSocket stream of the call's audio; answers before the service does.",
+            "requestBody": _body("WebSocketStreamCreate"),
+            "responses": _responses(
+                201, "WebSocketStream", "The stream, status starting.", (*_BODY_ERRORS, 409)
+            ),
+            "callbacks": _callback(
+                "StreamCallbackEvent", "A stream event (signed with X-Siprec-Signature when configured)."
+            ),
+        },
+        "get": {
+            "operationId": "listStreams",
+            "summary": "The call's WebSocket streams, ended ones included.",
+            "responses": _responses(200, "WebSocketStreamList", "The streams.", ()),
+        },
+    },
+    "/v1/calls/{call_id}/streams/{stream}": {
+        "parameters": [_CALL_ID_PARAM, _STREAM_PARAM],
+        "get": {
+            "operationId": "getStream",
+            "summary": "One WebSocket stream, with live counters.",
+            "responses": _responses(200, "WebSocketStream", "The stream.", ()),
+        },
+        "post": {
+            "operationId": "updateStream",
+            "summary": "Stop a WebSocket stream (Twilio stop message, WebSocket closed).",
+            "requestBody": _body("WebSocketStreamUpdate"),
+            "responses": _responses(200, "WebSocketStream", "The stream, ended.", _BODY_ERRORS),
+        },
+    },
+    "/v1/calls/{call_id}/plivo-xml": {
+        "parameters": [_CALL_ID_PARAM],
+        "post": {
+            "operationId": "runPlivoXml",
+            "summary": "Run a Plivo XML document: each <Stream> starts a WebSocket stream of the call.",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": _ref("PlivoXmlRequest")},
+                    "application/xml": {
+                        "schema": {
+                            "type": "string",
+                            "description": "The document itself (also accepted as text/xml).",
+                        }
+                    },
+                },
+            },
+            "responses": _responses(
+                200,
+                "WebSocketStreamList",
+                "The streams the document started, each status starting.",
+                (*_BODY_ERRORS, 409),
+            ),
         },
     },
 }

@@ -5,16 +5,24 @@ calls and recordings; what differs is the request/response/callback format. A sh
 recording with ``Call.record`` and then ``watch``es it with a *notifier*: a function that
 turns a recording event into a ``Delivery`` in its own callback format (or ``None``).
 
-The sidecar also keeps what the engine does not: when each call and recording was created and
-last changed (API resources show it), the codecs the API may name (given by the composition
-root: ``control`` may not import ``sdp``), and whether it is shutting down (``/healthz`` says
-503 and new calls are refused with ``code="shutting_down"``, so a load balancer drains it).
+WebSocket streams go the same way: a shape starts one with ``start_stream`` (the call's
+``Call.stream`` with the sidecar's ``StreamSettings``: the CA that verifies ``wss://``
+services, the send queue bound, the connect timeout) and passes a *stream notifier* that turns
+a stream event into its own callback format. The engine's ``on_stream_event`` is hooked here,
+as its ``on_event`` is; ``stream_listeners`` see every stream event (the metrics).
+
+The sidecar also keeps what the engine does not: when each call, recording and stream was
+created and last changed (API resources show it), the codecs the API may name (given by the
+composition root: ``control`` may not import ``sdp``), and whether it is shutting down
+(``/healthz`` says 503 and new calls are refused with ``code="shutting_down"``, so a load
+balancer drains it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,12 +36,49 @@ from siprec_src.control.settings import ControlSettings
 from siprec_src.errors import LocalProtocolError
 from siprec_src.recording.call import Party
 from siprec_src.recording.engine import Call, Engine, Recording
-from siprec_src.recording.events import TERMINAL_EVENTS, RecordingEvent, RecordingStarted
+from siprec_src.recording.events import (
+    TERMINAL_EVENTS,
+    RecordingEvent,
+    RecordingStarted,
+    StreamDropped,
+    StreamEvent,
+    StreamStarted,
+    StreamStopped,
+)
+from siprec_src.recording.stream import DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUEUE_FRAMES, Stream
+from siprec_src.streams.options import StreamOptions
 
 log = logging.getLogger(__name__)
 
 Notifier = Callable[[Recording, RecordingEvent], Delivery | None]
+StreamNotifier = Callable[[Stream, StreamEvent], Delivery | None]
 Submit = Callable[[Delivery], bool]
+
+STREAM_TERMINAL_EVENTS = (StreamStopped, StreamDropped)
+STOP_TIMEOUT = 5.0  # seconds a stream's stop (forks, last messages, close) may take before we answer
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """How the sidecar's WebSocket streams connect and queue (``[streams]`` of the config).
+
+    ``ca``: a PEM file of CA certificates trusted for ``wss://`` services *in addition to* the
+    system's trust store (a private CA next to public services); ``None``: the system's only.
+    ``queue_frames``: the bound of each stream's send queue, in 20 ms frames (oldest dropped
+    when full); ``connect_timeout``: seconds for TCP, TLS and the WebSocket handshake together.
+    """
+
+    ca: str | None = None
+    queue_frames: int = DEFAULT_QUEUE_FRAMES
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The context that verifies ``wss://`` servers; ``None`` means aiohttp's default one."""
+        if self.ca is None:
+            return None
+        context = ssl.create_default_context()  # the system's trust store, hostname checks on
+        context.load_verify_locations(cafile=self.ca)
+        return context
 
 
 @dataclass
@@ -43,6 +88,9 @@ class Sidecar:
     submit: Submit | None = None  # the callback queue's submit(); None: callbacks are not sent
     notifiers: dict[str, list[Notifier]] = field(default_factory=dict)  # sid -> notifiers
     listeners: list[Callable[[Recording, RecordingEvent], None]] = field(default_factory=list)
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    stream_notifiers: dict[str, list[StreamNotifier]] = field(default_factory=dict)  # sid -> notifiers
+    stream_listeners: list[Callable[[Stream, StreamEvent], None]] = field(default_factory=list)
     # codec name ("PCMU") -> the engine's CodecSpec; set by the composition root (app.py)
     codecs: Mapping[str, Any] = field(default_factory=dict)
     shutting_down: bool = False
@@ -53,9 +101,15 @@ class Sidecar:
     _recording_times: weakref.WeakKeyDictionary[Recording, _Times] = field(
         default_factory=weakref.WeakKeyDictionary, repr=False
     )
+    _stream_times: weakref.WeakKeyDictionary[Stream, _Times] = field(
+        default_factory=weakref.WeakKeyDictionary, repr=False
+    )
+    _stream_ssl: ssl.SSLContext | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.engine.on_event = self._on_event
+        self.engine.on_stream_event = self._on_stream_event
+        self._stream_ssl = self.streams.ssl_context()
 
     def call(self, call_id: str) -> Call:
         """The open call ``call_id``; ``LocalProtocolError(code="no_such_call")`` otherwise."""
@@ -113,6 +167,79 @@ class Sidecar:
             if not recording.session.state.terminal
         )
 
+    # --- WebSocket streams ------------------------------------------------------------------------
+
+    async def start_stream(
+        self,
+        call: Call,
+        options: StreamOptions,
+        *,
+        notifier: StreamNotifier | None = None,
+        account_sid: str = "",
+    ) -> Stream:
+        """``Call.stream`` with the sidecar's stream settings; ``notifier`` gets its events.
+
+        Returns at once (the stream connects in the background): whether the service took it
+        comes as a ``StreamStarted`` or ``StreamDropped`` event.
+        """
+        stream = await call.stream(
+            options,
+            ssl=self._stream_ssl,
+            account_sid=account_sid,
+            call_sid=call.call_id,
+            queue_frames=self.streams.queue_frames,
+            connect_timeout=self.streams.connect_timeout,
+        )
+        self._times(stream)
+        if notifier is not None:
+            self.watch_stream(stream, notifier)
+        return stream
+
+    def stream_times(self, stream: Stream) -> tuple[datetime, datetime | None, datetime]:
+        """(created, started or ``None``, last changed) of a stream."""
+        times = self._times(stream)
+        return times.created, times.started, times.updated
+
+    def watch_stream(self, stream: Stream, notifier: StreamNotifier) -> None:
+        """Send ``notifier``'s deliveries for this stream's events, past ones included."""
+        self._times(stream)
+        if not any(isinstance(event, STREAM_TERMINAL_EVENTS) for event in stream.events):
+            self.stream_notifiers.setdefault(stream.sid, []).append(notifier)
+        for event in list(stream.events):
+            self._deliver(notifier, stream, event)
+
+    async def stop_stream(self, stream: Stream, reason: str = "stopped") -> None:
+        """Stop ``stream`` and wait until it ended, at most ``STOP_TIMEOUT`` (then answer anyway:
+        its forks are stopping and it ends on its own)."""
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await stream.stop(reason)
+        except TimeoutError:
+            log.warning("stream %s: stop not confirmed within %.0f s", stream.sid, STOP_TIMEOUT)
+
+    def live_streams(self) -> int:
+        return sum(
+            1
+            for call in self.engine.calls.values()
+            for stream in call.streams.values()
+            if not stream.status.terminal
+        )
+
+    def _on_stream_event(self, stream: Stream, event: StreamEvent) -> None:
+        times = self._times(stream)
+        times.updated = self.clock()
+        if isinstance(event, StreamStarted) and times.started is None:
+            times.started = times.updated
+        for listener in self.stream_listeners:
+            try:
+                listener(stream, event)
+            except Exception:
+                log.exception("stream event listener failed on %r", event)
+        for notifier in self.stream_notifiers.get(stream.sid, ()):
+            self._deliver(notifier, stream, event)
+        if isinstance(event, STREAM_TERMINAL_EVENTS):
+            self.stream_notifiers.pop(stream.sid, None)
+
     async def shutdown(self) -> None:
         """Refuse new calls, then close every call (BYE to every SRS, RTCP BYE per stream)."""
         self.shutting_down = True
@@ -131,11 +258,14 @@ class Sidecar:
         for event in list(recording.events):
             self._notify(notifier, recording, event)
 
-    def _times(self, recording: Recording) -> _Times:
-        times = self._recording_times.get(recording)
+    def _times(self, thing: Recording | Stream) -> _Times:
+        table: weakref.WeakKeyDictionary[Any, _Times] = (
+            self._stream_times if isinstance(thing, Stream) else self._recording_times
+        )
+        times = table.get(thing)
         if times is None:
             now = self.clock()
-            times = self._recording_times[recording] = _Times(now, None, now)
+            times = table[thing] = _Times(now, None, now)
         return times
 
     def _on_event(self, recording: Recording, event: RecordingEvent) -> None:
@@ -161,6 +291,17 @@ class Sidecar:
         except Exception:
             log.exception("status callback notifier failed on %r", event)
             return
+        self._submit(delivery)
+
+    def _deliver(self, notifier: StreamNotifier, stream: Stream, event: StreamEvent) -> None:
+        try:
+            delivery = notifier(stream, event)
+        except Exception:
+            log.exception("stream status callback notifier failed on %r", event)
+            return
+        self._submit(delivery)
+
+    def _submit(self, delivery: Delivery | None) -> None:
         if delivery is not None and self.submit is not None and not self.submit(delivery):
             log.warning(
                 "status callback %s to %s dropped: the queue is full or closing",

@@ -1,4 +1,5 @@
-"""The Twilio-shaped API: the Siprec resource, TwiML ``<Start>``/``<Stop><Siprec>``, status callbacks.
+"""The Twilio-shaped API: the Siprec and Streams resources, TwiML ``<Start>``/``<Stop>``/``<Connect>``
+with ``<Siprec>`` and ``<Stream>``, status callbacks.
 
 What a Twilio user already has keeps working when pointed at the sidecar (seeds 000, 001):
 
@@ -10,11 +11,19 @@ What a Twilio user already has keeps working when pointed at the sidecar (seeds 
 - ``POST …/Calls/{CallSid}/Siprec/{Sid or Name}.json`` with ``Status=stopped`` stops it (BYE
   to the SRS, forks stopped; we wait for that, at most ``STOP_TIMEOUT``) and answers 200 with
   the resource, ``status`` ``stopped``. Stopping a stopped recording answers the same.
+- ``POST …/Calls/{CallSid}/Streams.json`` (form: ``Url``, ``Name``, ``Track``,
+  ``StatusCallback``, ``StatusCallbackMethod``, ``Parameter<N>.Name``/``Value``) starts a
+  one-way WebSocket stream in the Twilio Media Streams format (201, the Stream resource,
+  ``in-progress`` at once; a service that cannot be reached is a ``stream-error`` callback), and
+  ``POST …/Streams/{Sid or Name}.json`` with ``Status=stopped`` stops it (200, ``stopped``).
 - ``POST …/Calls/{CallSid}.json`` with ``Twiml=<Response>…</Response>`` (Twilio's "update a
-  call") runs ``<Start><Siprec>`` and ``<Stop><Siprec>`` in document order and answers 200 with
-  the call resource. Any other verb or noun is refused whole, before anything runs, with a 400
-  naming it; when an instruction fails midway, the recordings this document started are stopped
-  again (stops already done stay done), so a refused document starts nothing.
+  call") runs ``<Start><Siprec>``, ``<Stop><Siprec>``, ``<Start><Stream>``, ``<Stop><Stream>``
+  and ``<Connect><Stream>`` (the bidirectional stream, which must come last: Twilio runs what
+  follows it only once the stream ends) in document order and answers 200 with the call
+  resource. Every ``<Stream>`` is checked before anything runs. Any other verb or noun is
+  refused whole, before anything runs, with a 400 naming it; when an instruction fails midway,
+  the recordings and streams this document started are stopped again (stops already done stay
+  done), so a refused document starts nothing.
 
 The CallSid is the sidecar's call id (calls are opened by the native API). Defaults follow the
 seeds: ``ConnectorName`` ``Default``, ``Track`` ``both_tracks``, ``StatusCallbackMethod``
@@ -32,7 +41,10 @@ Status callbacks (form fields ``AccountSid``, ``CallSid``, ``SiprecSid``, ``Sipr
 ``SiprecEvent`` = ``siprec-started``/``siprec-stopped``/``siprec-error``, ``Timestamp``, and
 for an error ``SiprecError``, ``SiprecErrorCode``) go by GET or POST per
 ``StatusCallbackMethod`` and are signed with ``X-Twilio-Signature`` (the auth token as key), so
-``twilio.request_validator.RequestValidator`` accepts them.
+``twilio.request_validator.RequestValidator`` accepts them. Streams send ``AccountSid``,
+``CallSid``, ``StreamSid``, ``StreamName`` (the SID when unnamed), ``StreamEvent`` =
+``stream-started``/``stream-stopped``/``stream-error``, ``Timestamp`` and, for an error,
+``StreamError``, the same way.
 """
 
 from __future__ import annotations
@@ -52,11 +64,30 @@ from aiohttp import web
 from yarl import URL
 
 from siprec_src.control.callbacks import Delivery, sign_twilio
-from siprec_src.control.sidecar import Notifier, Sidecar
-from siprec_src.control.twiml import Instruction, StartSiprec, StopSiprec, Unsupported, parse_twiml
+from siprec_src.control.sidecar import Notifier, Sidecar, StreamNotifier
+from siprec_src.control.twiml import (
+    Instruction,
+    StartSiprec,
+    StartStream,
+    StopSiprec,
+    StopStream,
+    Unsupported,
+    parse_twiml,
+)
 from siprec_src.errors import LocalProtocolError
 from siprec_src.recording.engine import Call, Recording
-from siprec_src.recording.events import RecordingEvent, RecordingFailed, RecordingStarted, RecordingStopped
+from siprec_src.recording.events import (
+    RecordingEvent,
+    RecordingFailed,
+    RecordingStarted,
+    RecordingStopped,
+    StreamDropped,
+    StreamEvent,
+    StreamStarted,
+    StreamStopped,
+)
+from siprec_src.recording.stream import Stream
+from siprec_src.streams.options import TwilioStreamOptions
 
 __all__ = [
     "API_VERSION",
@@ -86,6 +117,7 @@ _PARAMETER = re.compile(r"Parameter(\d+)\.(Name|Value)")
 _ERROR_CODES: dict[str, tuple[int, int]] = {
     "no_such_call": (404, 20404),
     "no_such_recording": (404, 20404),
+    "no_such_stream": (404, 20404),
     "unknown_connector": (400, 31940),
     "missing_connector": (400, 31940),
     "invalid_track": (400, 31941),
@@ -129,6 +161,8 @@ def add_routes(app: web.Application, sidecar: Sidecar) -> None:
     api = TwilioApi(sidecar)
     app.router.add_post(f"{_CALL}/Siprec.json", api.create_siprec)
     app.router.add_post(f"{_CALL}/Siprec/{{sid}}.json", api.update_siprec)
+    app.router.add_post(f"{_CALL}/Streams.json", api.create_stream)
+    app.router.add_post(f"{_CALL}/Streams/{{sid}}.json", api.update_stream)
     app.router.add_post(f"{_CALL}.json", api.update_call)
 
 
@@ -151,6 +185,12 @@ class TwilioApi:
 
     async def update_call(self, request: web.Request) -> web.Response:
         return await self._serve(request, self._update_call)
+
+    async def create_stream(self, request: web.Request) -> web.Response:
+        return await self._serve(request, self._create_stream)
+
+    async def update_stream(self, request: web.Request) -> web.Response:
+        return await self._serve(request, self._update_stream)
 
     async def _serve(self, request: web.Request, action: Action) -> web.Response:
         try:
@@ -251,6 +291,61 @@ class TwilioApi:
             "uri": f"/{API_VERSION}/Accounts/{account_sid}/Calls/{call_sid}/Siprec/{recording.sid}.json",
         }
 
+    # --- the Streams resource ----------------------------------------------------------------------
+
+    async def _create_stream(self, request: web.Request, call: Call) -> web.Response:
+        form = await request.post()
+        url = _param(form, "Url")
+        if url is None:
+            raise TwilioApiError(*_BAD_REQUEST, "Missing required parameter Url in the post body")
+        attributes = {"url": url}
+        for name, attribute in (
+            ("Name", "name"),
+            ("Track", "track"),
+            ("StatusCallback", "statusCallback"),
+            ("StatusCallbackMethod", "statusCallbackMethod"),
+        ):
+            value = _param(form, name)
+            if value is not None:
+                attributes[attribute] = value
+        parameters = tuple(_parameters(form).items())
+        options = _stream_options(attributes, parameters, bidirectional=False, where="")
+        stream = await self.sidecar.start_stream(call, options, account_sid=self._account_sid())
+        self._watch_stream(stream, options)
+        return web.json_response(self._stream_resource(stream), status=201)
+
+    async def _update_stream(self, request: web.Request, call: Call) -> web.Response:
+        form = await request.post()
+        status = _param(form, "Status")
+        if status is None:
+            raise TwilioApiError(*_BAD_REQUEST, "Missing required parameter Status in the post body")
+        if status != "stopped":
+            raise TwilioApiError(*_BAD_REQUEST, f"Status must be 'stopped', not {status!r}")
+        stream = call.get_stream(request.match_info["sid"])
+        await self.sidecar.stop_stream(stream)
+        return web.json_response(self._stream_resource(stream))
+
+    def _stream_resource(self, stream: Stream) -> dict[str, object]:
+        account_sid = self._account_sid()
+        call_sid = stream.call_id
+        return {
+            "account_sid": account_sid,
+            "call_sid": call_sid,
+            "sid": stream.sid,
+            "name": stream.name,
+            "status": "stopped" if stream.status.terminal else "in-progress",
+            "date_updated": format_datetime(self.sidecar.stream_times(stream)[2]),
+            "uri": f"/{API_VERSION}/Accounts/{account_sid}/Calls/{call_sid}/Streams/{stream.sid}.json",
+        }
+
+    def _watch_stream(self, stream: Stream, options: TwilioStreamOptions) -> None:
+        if options.status_callback is not None:
+            method = options.status_callback_method.value
+            self.sidecar.watch_stream(stream, self._stream_notifier(options.status_callback, method))
+
+    def _account_sid(self) -> str:
+        return self.sidecar.settings.credentials.twilio_account_sid or ""
+
     # --- TwiML -----------------------------------------------------------------------------------
 
     async def _update_call(self, request: web.Request, call: Call) -> web.Response:
@@ -266,30 +361,70 @@ class TwilioApi:
         if twiml is None:
             raise TwilioApiError(*_BAD_REQUEST, "Missing required parameter Twiml in the post body")
         instructions = parse_twiml(twiml)
-        for instruction in instructions:
+        streams: dict[int, TwilioStreamOptions] = {}  # index of a StartStream -> its stream
+        for index, instruction in enumerate(instructions):
             if isinstance(instruction, Unsupported):
                 raise TwilioApiError(
                     400,
                     _ERROR_CODES["unsupported_twiml"][1],
                     f"TwiML line {instruction.line}: {instruction.element} is not supported by "
-                    "siprec-src (it runs <Start><Siprec> and <Stop><Siprec>); nothing was executed",
+                    "siprec-src (it runs <Start>/<Stop> with <Siprec> or <Stream>, and "
+                    "<Connect><Stream>); nothing was executed",
                 )
-        await self._execute(call, instructions)
+            if isinstance(instruction, StartStream):
+                if instruction.bidirectional and index != len(instructions) - 1:
+                    # Twilio runs what follows <Connect> only once its stream has ended.
+                    raise TwilioApiError(
+                        400,
+                        _ERROR_CODES["unsupported_twiml"][1],
+                        f"TwiML line {instruction.line}: instructions after <Connect><Stream> are not "
+                        "supported (Twilio runs them only once the stream ends); nothing was executed",
+                    )
+                streams[index] = _stream_options(
+                    dict(instruction.attributes),
+                    instruction.parameters,
+                    bidirectional=instruction.bidirectional,
+                    where=f"TwiML line {instruction.line}, <Stream>: ",
+                )
+        await self._execute(call, instructions, streams)
         return web.json_response(self._call_resource(call))
 
-    async def _execute(self, call: Call, instructions: tuple[Instruction, ...]) -> None:
+    async def _execute(
+        self, call: Call, instructions: tuple[Instruction, ...], streams: Mapping[int, TwilioStreamOptions]
+    ) -> None:
         started: list[Recording] = []
+        opened: list[tuple[Stream, TwilioStreamOptions]] = []
         try:
-            for instruction in instructions:
+            for index, instruction in enumerate(instructions):
                 if isinstance(instruction, StartSiprec):
                     started.append(await self._run_start(call, instruction))
                 elif isinstance(instruction, StopSiprec):
                     await self._stop(self.sidecar.find_recording(call, instruction.name))
+                elif isinstance(instruction, StartStream):
+                    options = streams[index]
+                    opened.append((await self._run_stream(call, instruction, options), options))
+                elif isinstance(instruction, StopStream):
+                    await self.sidecar.stop_stream(call.get_stream(instruction.name))
                 else:  # refused before anything ran (see _update_call)
                     raise AssertionError(f"unexpected instruction {instruction!r}")
         except BaseException:
-            await asyncio.gather(*(self._stop(r) for r in started), return_exceptions=True)
+            await asyncio.gather(
+                *(self._stop(r) for r in started),
+                *(self.sidecar.stop_stream(s) for s, _ in opened),
+                return_exceptions=True,
+            )
             raise
+        # Stream callbacks once the whole document ran: a refused one sends none.
+        for stream, options in opened:
+            self._watch_stream(stream, options)
+
+    async def _run_stream(self, call: Call, instruction: StartStream, options: TwilioStreamOptions) -> Stream:
+        try:
+            return await self.sidecar.start_stream(call, options, account_sid=self._account_sid())
+        except LocalProtocolError as exc:
+            raise LocalProtocolError(
+                f"TwiML line {instruction.line}, <Stream>: {exc}", field=exc.field, code=exc.code
+            ) from exc
 
     async def _run_start(self, call: Call, instruction: StartSiprec) -> Recording:
         try:
@@ -321,7 +456,7 @@ class TwilioApi:
             "api_version": API_VERSION,
             "date_updated": format_datetime(_now()),
             "uri": f"{base}.json",
-            "subresource_uris": {"siprec": f"{base}/Siprec.json"},
+            "subresource_uris": {"siprec": f"{base}/Siprec.json", "streams": f"{base}/Streams.json"},
         }
 
     # --- status callbacks ------------------------------------------------------------------------
@@ -356,6 +491,36 @@ class TwilioApi:
             # SiprecErrorCode is the SIP status that decided the failure (408: SRS silent,
             # 503: refused...): Twilio publishes no error codes for SRS failures to reuse.
             form += [("SiprecError", event.reason), ("SiprecErrorCode", str(event.status))]
+        delivery = Delivery(url=callback, method=method, form=tuple(form), event=kind)
+        return sign_twilio(delivery, credentials.twilio_auth_token)
+
+    def _stream_notifier(self, callback: str, method: str) -> StreamNotifier:
+        return functools.partial(self._notify_stream, callback, method)
+
+    def _notify_stream(
+        self, callback: str, method: str, stream: Stream, event: StreamEvent
+    ) -> Delivery | None:
+        if isinstance(event, StreamStarted):
+            kind = "stream-started"
+        elif isinstance(event, StreamStopped):
+            kind = "stream-stopped"
+        elif isinstance(event, StreamDropped):
+            kind = "stream-error"
+        else:
+            return None  # dropped frames, playback marks: not Twilio callback events
+        credentials = self.sidecar.settings.credentials
+        if not credentials.twilio_account_sid or not credentials.twilio_auth_token:
+            return None
+        form = [
+            ("AccountSid", credentials.twilio_account_sid),
+            ("CallSid", stream.call_id),
+            ("StreamSid", stream.sid),
+            ("StreamName", stream.name or stream.sid),
+            ("StreamEvent", kind),
+            ("Timestamp", _now().isoformat(timespec="milliseconds").replace("+00:00", "Z")),
+        ]
+        if isinstance(event, StreamDropped):
+            form.append(("StreamError", event.error))
         delivery = Delivery(url=callback, method=method, form=tuple(form), event=kind)
         return sign_twilio(delivery, credentials.twilio_auth_token)
 
@@ -445,6 +610,38 @@ def _callback_method(value: str | None, name: str) -> str:
             f"{name} must be GET or POST, not {value!r}", field=name, code="invalid_callback_method"
         )
     return method
+
+
+# The <Stream> attribute -> the REST parameter, for messages about a Streams.json request.
+_REST_NAMES = {
+    "url": "Url",
+    "name": "Name",
+    "track": "Track",
+    "statusCallback": "StatusCallback",
+    "statusCallbackMethod": "StatusCallbackMethod",
+}
+
+
+def _stream_options(
+    attributes: Mapping[str, str],
+    parameters: tuple[tuple[str, str], ...],
+    *,
+    bidirectional: bool,
+    where: str,
+) -> TwilioStreamOptions:
+    """A Twilio stream from ``<Stream>`` attributes (or the REST parameters spelled as them);
+    errors keep their code and say where (``where``: a TwiML line, or "" for REST)."""
+    try:
+        return TwilioStreamOptions.from_twiml(
+            attributes,
+            ({"name": name, "value": value} for name, value in parameters),
+            bidirectional=bidirectional,
+        )
+    except LocalProtocolError as exc:
+        message = str(exc)
+        if not where and exc.field in _REST_NAMES:
+            message = message.replace(exc.field, _REST_NAMES[exc.field], 1)
+        raise LocalProtocolError(f"{where}{message}", field=exc.field, code=exc.code) from None
 
 
 def _twilio_status(recording: Recording) -> str:

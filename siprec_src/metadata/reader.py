@@ -168,11 +168,12 @@ def parse_time(text: str) -> datetime | None:
     """
     try:
         moment = datetime.fromisoformat(text.strip())
-    except ValueError:
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        # OverflowError: an instant outside years 1-9999 in UTC (0001-01-01T00:00:00+14:00).
         return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 # --- XML parsing -------------------------------------------------------------------------------

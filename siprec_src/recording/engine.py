@@ -382,12 +382,22 @@ class Engine:
         self._spawn(self._run_media_commands())
         self._spawn(self._watch_media())
 
-    async def close(self) -> None:
+    async def close(self, *, bye_timeout: float = 4.0) -> None:
+        """End every call (BYE to every SRS), then stop SIP and media.
+
+        Waits up to ``bye_timeout`` for the BYEs' answers: a BYE lost on the wire is resent
+        only while the transport lives (RFC 3261 Timer E: after 0.5, 1 and 2 s), and an SRS
+        that never gets it keeps the session open until its own session timer, or forever.
+        """
         if not self._started:
             return
         for call in list(self.calls.values()):
             await call.close()
-        await asyncio.sleep(0.05)  # let the last BYEs reach the wire
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + bye_timeout
+        await asyncio.sleep(0.01)  # let the last BYEs reach the wire
+        while self.router.core.awaiting_answer("BYE") and loop.time() < deadline:
+            await asyncio.sleep(0.02)
         if self._timer is not None:
             self._timer.cancel()
         for task in list(self._tasks):

@@ -707,13 +707,19 @@ class Stream:
                     await self._idle.wait()
             except TimeoutError:
                 stalled = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if sender is not None:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
         if ws is not None:
+            # Close while the read loop still waits in receive(): aiohttp then completes the
+            # close handshake through it (RFC 6455 §7.1.2). Cancelling the reader first would
+            # mark the socket abnormally closed and the service would see 1006, not 1000.
             malformed = text.startswith(MALFORMED)
             code = MalformedMessageError.close_code if malformed else aiohttp.WSCloseCode.OK
             await _close_websocket(ws, code=code, stalled=stalled)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 

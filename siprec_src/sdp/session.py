@@ -471,6 +471,10 @@ class MediaDescription(_Attributes):
             if value is None:
                 raise SdpError("a=crypto has no value (RFC 4568 §9.1)")
             found.append(CryptoAttribute.parse(value))
+        tags = [crypto.tag for crypto in found]
+        if len(set(tags)) != len(tags):
+            # An answer names the offered line it accepts by its tag alone (RFC 4568 §5.1.2).
+            raise SdpError(f"a=crypto tags {tags} are not unique in the m-line (RFC 4568 §9.1)")
         return tuple(found)
 
     def rtpmap(self, payload_type: int | str) -> RtpMap | None:

@@ -244,7 +244,9 @@ def verify_authorization(header_value: str, password: str, method: str, body: by
         body=body,
     )
     # Constant-time comparison: the SRS must not leak how many digest characters matched.
-    return hmac.compare_digest(expected.encode("ascii"), params["response"].lower().encode("utf-8"))
+    return hmac.compare_digest(
+        expected.encode("ascii"), params["response"].lower().encode("utf-8", "surrogateescape")
+    )
 
 
 def _default_cnonce() -> str:
@@ -345,7 +347,9 @@ def _canonical_algorithm(name: str) -> str:
 
 
 def _hash(hash_name: str, data: str | bytes) -> str:
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    # Header values hold the bytes that are not UTF-8 as surrogate escapes (the message parser
+    # decodes with "surrogateescape"): encoding them back gives the bytes the peer hashed.
+    raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
     if hash_name == "md5":
         # MD5 is what RFC 2617 prescribes, not our security choice; this keeps FIPS builds working.
         return hashlib.md5(raw, usedforsecurity=False).hexdigest()

@@ -19,6 +19,7 @@ from siprec_src.sip.syntax import (
     SipParseError,
     format_params,
     get_param,
+    is_digits,
     is_token,
     is_word,
     parse_params,
@@ -368,7 +369,7 @@ class CSeq:
     @classmethod
     def parse(cls, text: str) -> CSeq:
         parts = text.split()
-        if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+        if len(parts) != 2 or not is_digits(parts[0], 10) or not is_token(parts[1]):
             raise SipParseError(f"bad CSeq {text!r}")
         number = int(parts[0])
         # RFC 3261 §8.1.1.5: the sequence number MUST be less than 2**31.
@@ -391,7 +392,7 @@ def parse_call_id(text: str) -> str:
 
 def parse_delta(text: str, *, name: str, maximum: int) -> int:
     value = text.strip(LWS)
-    if not value.isdigit() or len(value) > 12:
+    if not is_digits(value, 12):
         raise SipParseError(f"bad {name} value {text!r}")
     number = int(value)
     if number > maximum:

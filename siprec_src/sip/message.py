@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from siprec_src.sip.headers import (
+    MULTI_VALUE,
     SINGLE_VALUE,
     CSeq,
     Headers,
@@ -29,7 +30,7 @@ from siprec_src.sip.headers import (
     parse_name_addr,
     parse_via_list,
 )
-from siprec_src.sip.syntax import LWS, SipParseError, is_token
+from siprec_src.sip.syntax import LWS, SipParseError, is_digits, is_token
 from siprec_src.sip.uri import SipUri, Uri, parse_uri
 
 SIP_VERSION = "SIP/2.0"
@@ -237,6 +238,11 @@ def parse_message(data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Request 
         raise SipParseError("empty message")
     start = lines[0]
     header_lines = lines[1:]
+    for line in lines:
+        if "\r" in line:
+            # RFC 3261 §25.1: CR only ever comes as part of CRLF (qdtext and quoted-pair exclude
+            # it); a bare one would reach every header we copy into a response and break it.
+            raise SipParseError(f"bare CR in line {line[:80]!r}")
 
     fields: list[tuple[str, str]] = []
     for line in header_lines:
@@ -249,7 +255,8 @@ def parse_message(data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Request 
             if not fields:
                 raise SipParseError(f"continuation line before any header: {line!r}")
             name, value = fields[-1]
-            fields[-1] = (name, f"{value} {line.strip(LWS)}" if value else line.strip(LWS))
+            more = line.strip(LWS)
+            fields[-1] = (name, f"{value} {more}" if value and more else value or more)
             continue
         name, colon, value = line.partition(":")
         name = name.rstrip(LWS)
@@ -296,7 +303,7 @@ def _parse_status_line(line: str) -> tuple[int, str]:
         raise SipParseError(f"unsupported SIP version in status line {line!r}", 505)
     code, _, reason = rest.partition(" ")
     # RFC 3261 §7.2 / §21: Status-Code is exactly 3 digits, 100-699 (RFC 4475 bigcode).
-    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+    if not is_digits(code, 3) or not 100 <= int(code) <= 699:
         raise SipParseError(f"bad status code in status line {line!r}")
     return int(code), reason
 
@@ -308,8 +315,8 @@ def _take_body(headers: Headers, body: bytes) -> bytes:
     if len(values) > 1:
         raise SipParseError(f"conflicting Content-Length headers: {sorted(values)}")
     (value,) = values
-    if not value.isdigit():
-        raise SipParseError(f"bad Content-Length {value!r}")
+    if not is_digits(value, 10):
+        raise SipParseError(f"bad Content-Length {value[:40]!r}")
     length = int(value)
     if length > len(body):
         raise SipParseError(f"Content-Length {length} is larger than the {len(body)}-byte body")
@@ -321,6 +328,10 @@ def _validate(message: Request | Response) -> None:
     """Parse the headers every layer relies on now, so malformed ones are refused at the door."""
     headers = message.headers
     _ = message.via
+    # List headers are split at their commas on every read (header_tokens, get_all): an
+    # unbalanced quote in any of them (Supported: ", RFC 4475 quotbal) is refused here, once.
+    for name in {name for name, _ in headers if name.lower() in MULTI_VALUE}:
+        headers.get_all(name)
     for name in ("From", "To"):
         for value in headers.get_all(name):
             parse_name_addr(value)

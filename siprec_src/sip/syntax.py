@@ -32,6 +32,16 @@ def is_token(text: str) -> bool:
     return _TOKEN_RE.fullmatch(text) is not None
 
 
+def is_digits(text: str, max_length: int) -> bool:
+    """1 to ``max_length`` ASCII digits (RFC 3261 ``1*DIGIT``), which ``int()`` reads as written.
+
+    ``str.isdigit()`` alone is not enough for text from the wire: it accepts "²" (which ``int()``
+    refuses with ValueError) and other scripts' digits (which ``int()`` reads), and a long run of
+    digits reaches ``int()``'s 4300-digit limit (ValueError again).
+    """
+    return 0 < len(text) <= max_length and text.isascii() and text.isdigit()
+
+
 def is_word(text: str) -> bool:
     return bool(text) and all(ch in WORD_CHARS for ch in text)
 

@@ -19,6 +19,7 @@ from siprec_src.sip.syntax import (
     format_params,
     get_param,
     has_param,
+    is_digits,
     remove_param,
     replace_param,
 )
@@ -149,7 +150,7 @@ def parse_host_port(text: str, *, context: str) -> tuple[str, int | None]:
     host = parse_host(host_text, context=context)
     if port_text is None:
         return host, None
-    if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+    if not is_digits(port_text, 5) or int(port_text) > 65535:
         raise SipParseError(f"{context}: bad port {port_text!r}")
     return host, int(port_text)
 

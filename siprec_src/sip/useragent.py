@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
-from siprec_src.errors import LocalProtocolError
+from siprec_src.errors import LocalProtocolError, RemoteProtocolError
 from siprec_src.sip.auth import Credentials, DigestSession, select_challenge
 from siprec_src.sip.dialog import Dialog, DialogId, DialogState, dialog_id_of
 from siprec_src.sip.headers import Headers, NameAddress, Via, canonical_name
@@ -370,6 +370,19 @@ class UserAgentCore:
             return self._dialog_by_request.get(request_id)
         return client.established or client.dialog_id
 
+    def awaiting_answer(self, method: str | None = None) -> int:
+        """Requests we sent (of ``method``, or any) that have no final answer yet.
+
+        A TU that is shutting down waits for this to reach 0 (bounded) before it closes the
+        transport: a BYE lost on the wire is only resent while the transport lives (RFC 3261
+        §17.1.2.2, Timer E).
+        """
+        return sum(
+            1
+            for client in self._clients.values()
+            if not client.final and (method is None or client.request.method == method)
+        )
+
     def dialog(self, dialog_id: DialogId) -> Dialog | None:
         return self.dialogs.get(dialog_id)
 
@@ -686,12 +699,14 @@ class UserAgentCore:
 
     def _retry_with_auth(self, client: _ClientRequest, response: Response, now: float) -> bool:
         header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+        request = client.request
         try:
             challenge = select_challenge(response.headers.get_all(header))
-        except SipParseError:
+            answer = client.auth.answer(challenge, request.method, str(request.uri), request.body)
+        except RemoteProtocolError:
+            # A challenge we cannot answer (another scheme, an unknown algorithm or qop, -sess
+            # without qop) ends the request with its 401/407, as a wrong password does.
             return False
-        request = client.request
-        answer = client.auth.answer(challenge, request.method, str(request.uri), request.body)
         if answer is None:
             return False
         auth_header = "Authorization" if response.status == 401 else "Proxy-Authorization"

@@ -59,6 +59,9 @@ MAX_MISORDER: Final = 100
 # Received sequence numbers remembered to tell a duplicate from a late packet; beyond the
 # misorder window a packet is out of window anyway.
 DUPLICATE_WINDOW: Final = 4 * MAX_MISORDER
+# Sources remembered (to tell a straggler of an earlier SSRC, and to list them in the stats):
+# a sender that changes SSRC on every packet must not make the SRS's state grow without end.
+MAX_SOURCES: Final = 32
 # Extended sequence numbers start here so a reordered first packet stays positive.
 _SEQUENCE_BASE: Final = 0x10000
 
@@ -70,7 +73,8 @@ class StreamStats:
     ``packets``/``bytes``: RTP packets (and their payload bytes) that reached the jitter buffer,
     duplicates and late ones included. ``lost``: slots written as silence because their packet
     never came in time (a late arrival is counted in ``late``, not taken off ``lost``).
-    ``jitter_ms``: RFC 3550 interarrival jitter. ``ssrcs`` in order of appearance,
+    ``jitter_ms``: RFC 3550 interarrival jitter. ``ssrcs`` in order of appearance (the first
+    ``MAX_SOURCES``; ``ssrc_changes`` counts them all),
     ``payload_types`` sorted. ``first_arrival``/``last_arrival``: in the clock of ``now``.
 
     The fields after ``rtcp_packets`` are filled by the stream sink: packets that never reached
@@ -224,7 +228,7 @@ class JitterBuffer:
             self._first_arrival = now
         self._last_arrival = now
         self._payload_types.add(packet.payload_type)
-        if packet.ssrc not in self._ssrcs:
+        if len(self._ssrcs) < MAX_SOURCES and packet.ssrc not in self._ssrcs:
             self._ssrcs.append(packet.ssrc)
         out: list[Playout] = []
         if packet.ssrc != self._ssrc:
@@ -325,6 +329,8 @@ class JitterBuffer:
             self._left[self._ssrc] = self._highest & 0xFFFF
             self._ssrc_changes += 1
         self._left.pop(ssrc, None)
+        while len(self._left) > MAX_SOURCES:
+            del self._left[next(iter(self._left))]  # forget the source left longest ago
         self._ssrc = ssrc
         self._new_sequence_space()
         return out

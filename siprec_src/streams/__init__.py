@@ -50,6 +50,9 @@ def parse_json_object(text: str) -> JsonObject:
         raise MalformedMessageError(f"not JSON: {exc.msg} at character {exc.pos}", field="") from None
     except RecursionError:
         raise MalformedMessageError("not JSON: nested too deeply", field="") from None
+    except ValueError as exc:
+        # json lets int()'s own limit through: a number of more than 4300 digits.
+        raise MalformedMessageError(f"not JSON: {exc}", field="") from None
     if not isinstance(value, dict):
         raise MalformedMessageError(f"expected a JSON object, got {_kind(value)}", field="")
     return JsonObject(value, "")
@@ -84,7 +87,8 @@ class JsonObject:
     def integer(self, key: str) -> int:
         """A JSON integer, or a string of decimal digits (some services quote their numbers)."""
         value = self._required(key)
-        if isinstance(value, str) and value.isascii() and value.isdigit():
+        # At most 18 digits: an int64, and far from int()'s 4300-digit limit (ValueError).
+        if isinstance(value, str) and 0 < len(value) <= 18 and value.isascii() and value.isdigit():
             return int(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value

@@ -303,9 +303,9 @@ async def test_unsupported_verbs_are_refused_whole_and_nothing_runs() -> None:
         status, body, _ = await w.post(w.path(".json"), {"Twiml": twiml})
         assert status == 400
         assert body["code"] == 12200 and "line 3: <Say> is not supported" in body["message"]
-        stream = '<Response><Start><Stream url="wss://example.com/x"/></Start></Response>'
-        status, body, _ = await w.post(w.path(".json"), {"Twiml": stream})
-        assert (status, body["code"]) == (400, 12200) and "<Start><Stream>" in body["message"]
+        transcription = "<Response><Start><Transcription/></Start></Response>"
+        status, body, _ = await w.post(w.path(".json"), {"Twiml": transcription})
+        assert (status, body["code"]) == (400, 12200) and "<Start><Transcription>" in body["message"]
         assert w.call.recordings == {}
 
 

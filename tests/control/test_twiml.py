@@ -91,21 +91,26 @@ def test_verbs_and_nouns_we_do_not_run_are_reported_not_dropped() -> None:
     text = (
         "<Response>\n"
         "<Say>Hello</Say>\n"
-        '<Start><Stream url="wss://example.com/s"/><Siprec connectorName="c"/></Start>\n'
-        '<Stop><Stream name="s"/></Stop>\n'
+        '<Start><Transcription/><Siprec connectorName="c"/></Start>\n'
+        '<Stop><Transcription name="s"/></Stop>\n'
         '<Pause length="60"/>\n'
         "</Response>"
     )
     instructions = parse_twiml(text)
     assert instructions == (
         Unsupported("Say", None, 2),
-        Unsupported("Start", "Stream", 3),
+        Unsupported("Start", "Transcription", 3),
         StartSiprec(connector_name="c", line=3),
-        Unsupported("Stop", "Stream", 4),
+        Unsupported("Stop", "Transcription", 4),
         Unsupported("Pause", None, 5),
     )
     unsupported = [i for i in instructions if isinstance(i, Unsupported)]
-    assert [u.element for u in unsupported] == ["<Say>", "<Start><Stream>", "<Stop><Stream>", "<Pause>"]
+    assert [u.element for u in unsupported] == [
+        "<Say>",
+        "<Start><Transcription>",
+        "<Stop><Transcription>",
+        "<Pause>",
+    ]
 
 
 def test_an_empty_response_has_no_instructions() -> None:
