@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: all install peers lint typecheck pytest test demo bench bench-quick clean
+.PHONY: all install peers lint typecheck pytest test demo bench bench-quick robustness clean
 
 all: test
 
@@ -43,6 +43,10 @@ bench: install peers
 
 bench-quick: install peers
 	$(PY) -m benchmarks.bench_media --quick
+
+# The long fuzzing runs (a few seconds of each fuzzer already run inside `make test`).
+robustness: install peers
+	$(PY) -m tests.robustness.run
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

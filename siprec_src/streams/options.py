@@ -431,7 +431,8 @@ def _parse_positive_int(text: str | None, default: int, field: str) -> int:
     if text is None:
         return default
     stripped = text.strip()
-    if not (stripped.isascii() and stripped.isdigit()) or int(stripped) == 0:
+    # At most 18 digits: far from int()'s 4300-digit limit, which raises ValueError.
+    if not (0 < len(stripped) <= 18 and stripped.isascii() and stripped.isdigit()) or int(stripped) == 0:
         raise LocalProtocolError(
             f"{field} {text!r} must be a positive integer (seconds)", field=field, code="invalid_timeout"
         )
@@ -442,7 +443,7 @@ def _parse_level(text: str | None) -> int:
     if text is None:
         return 85
     stripped = text.strip()
-    if not (stripped.isascii() and stripped.isdigit()):
+    if not (0 < len(stripped) <= 18 and stripped.isascii() and stripped.isdigit()):
         raise LocalProtocolError(
             f"noiseCancellationLevel {text!r} must be an integer between 60 and 100",
             field="noiseCancellationLevel",
