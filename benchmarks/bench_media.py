@@ -1,41 +1,65 @@
-"""Media benchmark: µs per packet of the fork pipelines, and packets/s through one media worker.
+"""Media benchmark: siprec_src's media worker side by side with rtpengine and a C relay, in one run.
 
-Run ``python -m benchmarks.bench_media [--quick] [--out DIR]`` from the checkout. It prints a table and writes
-``media-<YYYYMMDD-HHMMSS>-<host>.json`` to ``DIR`` (default ``benchmarks/results``).
+Run ``python -m benchmarks.bench_media [--quick] [--out DIR]`` from the checkout (``make bench``,
+``make bench-quick``). It prints tables and writes ``media-<YYYYMMDD-HHMMSS>-<host>.json`` and a
+PNG of the same name to ``DIR`` (default ``benchmarks/results``).
 
-What is measured:
+**The load.** N calls, each two legs (inbound and outbound audio) of 172-byte PCMU packets at 50
+packets/s: 100·N packets/s, from the paced C sender of ``benchmarks/loadgen`` (``rtpgen``, one
+socket, each packet stamped with its send time). Every subject is offered the same ladder of N in
+the same run, step by step (all subjects at one N, then the next N), pinned to the same core: the
+last CPU, with the sender and the sink on the others (on a 2-CPU machine the sender and the sink
+share CPU 0, which caps the ladder near 150k packets/s). The recorder is the counting C sink
+``rtpsink``: one port per forked leg, RTCP on port + 1; it counts per SSRC and takes the kernel's
+receive time of each packet (SO_TIMESTAMPNS) for latency.
 
-- **pipeline**: the per-packet code alone, in this process, with no sockets: a LegReceiver
-  reading a 172-byte PCMU packet (12-byte header, 160 bytes of payload) from a fake socket and
-  forking it to one ForkPipeline whose ``send`` does nothing, for the plain, rewrite and
-  rewrite+SRTP (AES_CM_128_HMAC_SHA1_80) pipelines, and rewrite to 4 forks. The cost of the
-  fake socket (a slice copy into the buffer) is measured alone and subtracted. Median of 5.
-- **worker**: forwarded packets/s through one ``python -m siprec_src.media.worker`` process on
-  real loopback sockets: ``streams`` tap legs, each forked to one SRS port. The load comes from
-  the C paced sender and counting sink of ``benchmarks/loadgen`` (``rtpgen`` interleaves the
-  streams evenly at the offered rate; ``rtpsink`` counts per SSRC and measures the latency
-  from the sender's stamp to the kernel's receive time, so the figure includes the worker and
-  two loopback hops). Without a C compiler it falls back to Python sender and sink processes,
-  which cannot offer much more than ~50k packets/s. Loss = packets the sender handed to the
-  kernel minus packets the sink received; the worker's own counters say where they went.
-  ``worker_cpu`` is the worker's user+system CPU time (``/proc/<pid>/stat``) over the span
-  from the first packet sent to the last one received; ``per_cpu_second`` = forwarded /
-  worker_cpu. The kernel delivers each loopback send to the sink as softirq work on the
-  sender's core, which is not charged to the process, so ``core_busy_percent`` and
-  ``per_core_second`` take the worker's pinned core as a whole from ``/proc/stat`` (user,
-  system, irq, softirq; hypervisor steal reported apart): ``per_core_second`` is the packets/s
-  one fully busy worker core would forward. A remote SRS
-  costs the worker's core less than this loopback sink does. A run **kept up** when nothing
-  was lost and the last packet reached the sink within 0.1 s of the last send (zero loss
-  alone can hide a worker seconds behind, its backlog in the socket buffers).
-- **c_relay**: the C relay of ``benchmarks/loadgen`` (recvmmsg/sendmmsg, SSRC rewrite) on the
-  same load and core: what this machine's kernel allows, the anchor for the Python figures.
+**The subjects** (each set up by one function, ``SETUPS``):
 
-With at least two CPUs the worker is pinned to the last one and the load generator to the
-others, so they do not share a core. On a 2-CPU machine the generator and the sink share one
-core, which caps the offered load near 150k packets/s: a worker that is not saturated at the
-top rate shows it in ``core_busy_percent`` < 100 %. The load average at the start of each run is
-in the report: other work on the machine makes every figure worse.
+- ``direct``: no subject, the sender straight to the sink: the latency baseline.
+- ``c-relay``: the C epoll + recvmmsg/sendmmsg relay of ``benchmarks/loadgen`` (SSRC rewrite):
+  what the kernel's UDP path allows on this machine, the anchor.
+- ``siprec`` / ``siprec-srtp``: one ``siprec_src`` media worker process: two tap legs per call,
+  each forked to its recorder port with the product's default pipeline (own SSRC, continuous
+  sequence numbers and timestamps), plain RTP or SRTP (AES_CM_128_HMAC_SHA1_80). Set up through
+  ``MediaEngine`` (the worker's control API), not yet through the REST API toward a stub SRS:
+  ``_siprec`` is the one function to switch when that API lands.
+- ``siprec-2w``: the same with two workers, calls spread over both. They get a core each when the
+  machine has at least three CPUs; with two, both share the subject's core, so the figure shows
+  what splitting costs, not what a second core gains (see the report's note).
+- ``rtpengine`` / ``rtpengine-srtp``: Debian's ``rtpengine`` daemon, userspace only
+  (``--table=-1``), one forwarding thread, all threads pinned to the subject's core. Each call is
+  set up over ng: ``offer``/``answer`` (flag ``asymmetric``, so rtpengine keeps sending to the
+  SDP addresses instead of learning the sender's) anchors both legs, then ``subscribe request`` /
+  ``subscribe answer`` forks both legs to the recorder ports, plain RTP or SDES-SRTP
+  (AES_CM_128_HMAC_SHA1_80 only) toward the recorder.
+
+**What is comparable.** Our worker receives a copy of each leg and sends one packet to the
+recorder per packet received. rtpengine relays the call *and* forks it: per packet received it
+sends two, one to the other party and one to the recorder; that is what forking costs on
+rtpengine, since it records only calls it relays. So each subject's CPU time is divided two ways:
+per **fork packet** (packets that reached the recorder; the figure the targets use, what a
+recording costs) and per **packet out** (every packet the subject sent, relayed ones included,
+which flatters rtpengine: a send is cheaper than a receive plus a send). The true per-operation
+ratio lies between the two. The relayed copies go to sockets nobody reads (``Blackholes``): the
+kernel drops them at the socket and counts them, so they cost the load core nothing and rtpengine
+only what sending costs. "out/in" in the table is the subject's packets out per packet in.
+
+**Figures per subject and step.** Fork packets/s at the recorder; loss % (packets sent minus fork
+packets counted, ``DRAIN`` s after the last send); the subject's CPU (user + system of every
+process and thread, ``/proc/<pid>/stat``) in % of one core and in CPU seconds per million fork
+packets; added latency p50/p99/p99.9 (the step's latency minus the ``direct`` baseline's at the
+same step, percentile by percentile; none for SRTP, whose payload stamp is encrypted). The
+kernel's loopback delivery of a subject's sends runs as softirq on the subject's core and is not
+charged to the process: ``core_busy_percent`` in the JSON counts the whole core.
+A step is **sustained** when loss < 0.1 % and the subject used < 70 % of one core (per core it
+has); the **max sustained calls** is the highest such step. A subject that lost > 5 % or used
+> 97 % of its core(s) is not offered the higher steps. **Ratios** compare packets per CPU-second
+at the highest step both subjects sustained (or, failing that, the lowest step both ran), and
+max sustained calls.
+
+The pipeline figures (µs per packet of the fork code alone, no sockets) are measured first in
+this process. The load average and how busy the machine was just before each step are in the
+JSON: other work on the machine makes every figure worse.
 """
 
 from __future__ import annotations
@@ -46,57 +70,92 @@ import contextlib
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import RESULTS_DIR, Figure, ParamValue, format_table, machine, write_report
+from benchmarks.report import (
+    RESULTS_DIR,
+    Figure,
+    ParamValue,
+    format_rows,
+    format_table,
+    machine,
+    write_report,
+)
 from siprec_src.media import ForkSpec, Leg, LegSpec, MediaConfig, MediaEngine, SrtpKeys
 from siprec_src.media.pipeline import ForkPipeline, LegReceiver
 from siprec_src.media.rtp import RtpPacket
 from siprec_src.media.srtp import generate_key_params
 
 SUITE = "AES_CM_128_HMAC_SHA1_80"
-KEPT_UP_LAG = 0.1  # seconds
-EPHEMERAL_START = 32768  # Linux's default ip_local_port_range starts here
-# The sink looks at its sockets every millisecond instead of sleeping in epoll: otherwise every
-# loopback send would also pay for waking the sink on the other CPU, a cost a remote SRS does not
-# put on the sender. Latency figures then include up to 1 ms of the sink's polling.
-SINK_POLL_US = 1000
-MODES = ("plain", "rewrite", "srtp")
 HOST = "127.0.0.1"
+PPS_PER_LEG = 50
+LEGS_PER_CALL = 2
+LOSS_LIMIT = 0.1  # percent: a sustained step loses less
+CPU_LIMIT = 70.0  # percent of one core (per core the subject has)
+SATURATED_LOSS = 5.0  # percent: no higher step for a subject that lost this much
+SATURATED_CPU = 97.0
+DISTURBED = 5.0  # percent of one core used by other processes during a step: run it again
+DRAIN = 1.0  # seconds after the last send for the last packets to arrive
+KEPT_UP_LAG = 0.1  # seconds: the last packet arrived this soon after the last send
+# The sink looks at its sockets every millisecond instead of sleeping in epoll, which spares the
+# subject's core the sink's wake-ups (a remote recorder puts none on it). The latency figures do
+# not include this polling: they use the kernel's receive time.
+SINK_POLL_US = 1000
+NG_CONCURRENCY = 32  # ng requests in flight while setting up rtpengine's calls
+SETUP_CONCURRENCY = 64  # calls being set up at once on our media engine
+RTPENGINE_PORTS_PER_CALL = 8  # 2 legs + 2 subscriptions, RTP and RTCP each
+PIPELINE_MODES = ("plain", "rewrite", "srtp")
 
 
 @dataclass(frozen=True, slots=True)
-class Counts:
+class Subject:
+    name: str
+    kind: str  # "direct", "c_relay", "siprec" or "rtpengine"
+    label: str
+    srtp: bool = False
+    processes: int = 1  # processes pinned to cores of their own when the machine has them
+    reference: str | None = None  # the rtpengine subject it is compared with
+
+
+SUBJECTS = {
+    subject.name: subject
+    for subject in (
+        Subject("direct", "direct", "no subject: sender -> sink (latency baseline)", processes=0),
+        Subject("c-relay", "c_relay", "C recvmmsg/sendmmsg relay (the kernel's limit)"),
+        Subject("siprec", "siprec", "siprec_src, 1 worker, RTP", reference="rtpengine"),
+        Subject("siprec-srtp", "siprec", "siprec_src, 1 worker, SRTP", srtp=True, reference="rtpengine-srtp"),
+        Subject("siprec-2w", "siprec", "siprec_src, 2 workers, RTP", processes=2, reference="rtpengine"),
+        Subject("rtpengine", "rtpengine", "rtpengine userspace, relay + fork, RTP"),
+        Subject(
+            "rtpengine-srtp", "rtpengine", "rtpengine userspace, relay + fork, SRTP to recorder", srtp=True
+        ),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Ladder:
     pipeline_packets: int
     repeats: int
-    streams: int
-    duration: float
-    rates: dict[str, tuple[int, ...]]
+    calls: tuple[int, ...]
+    duration: float  # seconds of load per step
+    quiet_wait: float  # seconds to wait at most, before a step, for the machine to calm down
+    retries: int  # runs again of a step that other processes disturbed
 
 
-QUICK = Counts(
-    pipeline_packets=20_000,
-    repeats=3,
-    streams=100,
-    duration=1.0,
-    rates={"plain": (10_000,), "rewrite": (10_000,), "srtp": (10_000,)},
-)
-FULL = Counts(
+QUICK = Ladder(pipeline_packets=20_000, repeats=3, calls=(100, 400), duration=1.0, quiet_wait=0.0, retries=0)
+FULL = Ladder(
     pipeline_packets=200_000,
     repeats=5,
-    streams=2000,
-    duration=5.0,
-    rates={
-        "plain": (50_000, 75_000, 100_000, 125_000, 150_000),
-        "rewrite": (50_000, 75_000, 100_000, 125_000, 150_000),
-        "srtp": (50_000, 75_000, 100_000, 125_000),
-    },
+    calls=(250, 500, 750, 1000, 1250, 1500),
+    duration=4.0,
+    quiet_wait=3.0,
+    retries=2,
 )
 
 
@@ -152,22 +211,23 @@ def bench_pipeline(mode: str, packets: int, repeats: int, forks: int = 1) -> flo
     return statistics.median(timings)
 
 
-def pipeline_figures(counts: Counts) -> list[Figure]:
+def pipeline_figures(ladder: Ladder) -> list[Figure]:
     figures = []
-    for mode in MODES:
-        value = bench_pipeline(mode, counts.pipeline_packets, counts.repeats)
+    for mode in PIPELINE_MODES:
+        value = bench_pipeline(mode, ladder.pipeline_packets, ladder.repeats)
         figures.append(Figure(f"pipeline.{mode}.time", value, "µs/packet", {"packet_bytes": 172}))
-    value = bench_pipeline("rewrite", counts.pipeline_packets, counts.repeats, forks=4)
+    value = bench_pipeline("rewrite", ladder.pipeline_packets, ladder.repeats, forks=4)
     figures.append(
         Figure("pipeline.rewrite_4_forks.time", value, "µs/packet", {"packet_bytes": 172, "forks": 4})
     )
     return figures
 
 
-# --- one worker on real sockets -------------------------------------------------------------------
+# --- /proc ----------------------------------------------------------------------------------------
 
 
 def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (``/proc/<pid>/stat``)."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -175,7 +235,7 @@ def _cpu_seconds(pid: int) -> float:
 
 def _core_ticks(cpu: int) -> tuple[int, int, int]:
     """(busy, steal, total) clock ticks of one CPU from /proc/stat: busy is user, nice,
-    system, irq and softirq, where the kernel's loopback delivery of the worker's sends runs."""
+    system, irq and softirq, where the kernel's loopback delivery of the subject's sends runs."""
     with open("/proc/stat", encoding="ascii") as stat:
         for line in stat:
             if line.startswith(f"cpu{cpu} "):
@@ -185,501 +245,940 @@ def _core_ticks(cpu: int) -> tuple[int, int, int]:
     raise RuntimeError(f"cpu{cpu} not in /proc/stat")
 
 
-def _cpus() -> tuple[set[int] | None, list[int] | None]:
-    """(worker CPUs, load generator CPUs): separate cores when there are at least two."""
+def _machine_busy() -> float:
+    """Busy CPU seconds of the whole machine since boot (/proc/stat, first line)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        ticks = [int(value) for value in stat.readline().split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.10, window: float = 0.5) -> float:
+    """Wait up to ``max_wait`` s for the machine to be less than ``threshold`` busy over
+    ``window`` s; return the last busy fraction seen (of all CPUs)."""
+    cpus = os.cpu_count() or 1
+    deadline = time.monotonic() + max_wait
+    while True:
+        before = _machine_busy()
+        time.sleep(window)
+        fraction = (_machine_busy() - before) / (window * cpus)
+        if fraction < threshold or time.monotonic() >= deadline:
+            return fraction
+
+
+def _processes() -> dict[int, tuple[int, float]]:
+    """Every user-space process: pid -> (parent pid, CPU seconds so far)."""
+    found = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parent, flags = int(fields[1]), int(fields[6])
+        if flags & 0x00200000 or parent == 2:  # PF_KTHREAD: the kernel's own threads
+            continue
+        found[int(entry.name)] = (parent, (int(fields[11]) + int(fields[12])) / ticks)
+    return found
+
+
+def other_cpu_seconds(before: dict[int, tuple[int, float]], after: dict[int, tuple[int, float]]) -> float:
+    """CPU seconds that processes other than this one and its descendants (the subject, the
+    load generator, the sink) used between two ``_processes()`` snapshots: a neighbour that
+    disturbed the step. A process that started and ended in between is not seen."""
+    ours = {os.getpid()}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (parent, _) in after.items():
+            if parent in ours and pid not in ours:
+                ours.add(pid)
+                grew = True
+    other = 0.0
+    for pid, (_, cpu) in after.items():
+        if pid not in ours:
+            other += cpu - before[pid][1] if pid in before else cpu
+    return max(other, 0.0)
+
+
+def layout(processes: int) -> tuple[list[int] | None, list[int] | None]:
+    """(one CPU per subject process, the load generator's CPUs). The subject takes the last
+    CPUs, a core per process while at least one CPU is left for the load; otherwise its
+    processes share the last CPU. None, None on a 1-CPU machine (nothing is pinned)."""
     available = sorted(os.sched_getaffinity(0))
     if len(available) < 2:
         return None, None
-    return {available[-1]}, available[:-1]
+    count = max(processes, 1)
+    if len(available) > count:
+        return available[-count:], available[:-count]
+    return [available[-1]] * count, available[:-1]
+
+
+# --- the subjects ---------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class LoadResult:
-    sent: int
-    received: int
-    send_seconds: float  # from the first packet sent to the last
-    span_seconds: float  # from the first packet sent to the last one received
-    latency_p50_us: float | None = None
-    latency_p99_us: float | None = None
-    rtcp_received: int = 0
+class Running:
+    """A subject ready for load: stream i (call i // 2, leg i % 2) goes to ``targets[i]``; its
+    fork goes to the sink's port ``sink_base + 2 * i``."""
+
+    targets: list[int]
+    pids: list[int]
+    counters: Callable[[], Awaitable[dict[str, ParamValue]]]
+    info: dict[str, ParamValue] = field(default_factory=dict)
 
 
-class LoadGenerator:
-    """The C instruments of benchmarks/loadgen, or a Python fallback."""
-
-    def __init__(self) -> None:
-        self.kind = "python"
-        self._loadgen: Any = None
-        with contextlib.suppress(Exception):
-            from benchmarks import loadgen
-
-            loadgen.build("rtpgen")
-            loadgen.build("rtpsink")
-            self._loadgen = loadgen
-            self.kind = "c (benchmarks/loadgen rtpgen + rtpsink)"
-
-    def free_base(self, ports: int) -> int:
-        """A base such that ``ports`` consecutive UDP ports are free now, below the ephemeral range
-        (where the senders' source ports come from)."""
-        if self._loadgen is not None:
-            return int(self._loadgen.free_port_base(ports, step=1, high=EPHEMERAL_START))
-        return _free_base(ports)
-
-    def run(
-        self,
-        *,
-        taps: int,
-        sink: int,
-        streams: int,
-        rate: int,
-        duration: float,
-        srtp: bool,
-        cpus: list[int] | None,
-    ) -> LoadResult:
-        if self._loadgen is None:
-            return _python_load(taps, sink, streams, rate, duration)
-        loadgen = self._loadgen
-        expect = round(rate * duration)
-        # The sink stops once every packet arrived, or at the end of the run plus a margin (not
-        # on idleness: the forks' RTCP reports keep its RTCP ports busy).
-        with loadgen.start_sink(
-            base_port=sink,
-            count=streams,
-            expect=expect,
-            duration=duration + 3.0,
-            srtp=srtp,
-            rtcp=True,
-            per_stream=False,
-            poll_us=SINK_POLL_US,
-            cpus=cpus,
-        ) as receiver:
-            gen = loadgen.run_gen(
-                base_port=taps, streams=streams, rate=rate, packets=expect, per_stream=False, cpus=cpus
-            )
-            got = receiver.result(30.0)
-        latency = got.latency_us
-        span = (got.last_rx_ns - gen.first_stamp_ns) / 1e9 if got.packets else gen.elapsed_s
-        return LoadResult(
-            sent=gen.sent,
-            received=got.packets,
-            send_seconds=gen.elapsed_s,
-            span_seconds=max(span, gen.elapsed_s),
-            latency_p50_us=None if latency is None else latency.p50,
-            latency_p99_us=None if latency is None else latency.p99,
-            rtcp_received=got.rtcp_packets,
-        )
-
-    def relay(
-        self, *, streams: int, rate: int, duration: float, cpus: tuple[set[int] | None, list[int] | None]
-    ) -> Figure | None:
-        """The C relay of benchmarks/loadgen (recvmmsg/sendmmsg, SSRC rewrite) on the same load:
-        what this machine's kernel allows, the anchor for the Python worker's figures."""
-        if self._loadgen is None:
-            return None
-        loadgen = self._loadgen
-        relay_cpus, load_cpus = cpus
-        taps = self.free_base(2 * streams)
-        sink = self.free_base(2 * streams)
-        expect = round(rate * duration)
-        core = min(relay_cpus) if relay_cpus else None
-        core_before = _core_ticks(core) if core is not None else (0, 0, 0)
-        with loadgen.start_relay(
-            in_base=taps, dest_base=sink, count=streams, rewrite=True, cpus=sorted(relay_cpus or ())
-        ) as relay:
-            with loadgen.start_sink(
-                base_port=sink,
-                count=streams,
-                expect=expect,
-                duration=duration + 3.0,
-                per_stream=False,
-                cpus=load_cpus,
-            ) as receiver:
-                gen = loadgen.run_gen(
-                    base_port=taps,
-                    streams=streams,
-                    rate=rate,
-                    packets=expect,
-                    per_stream=False,
-                    cpus=load_cpus,
-                )
-                got = receiver.result(30.0)
-            counters = relay.stop()
-        core_after = _core_ticks(core) if core is not None else (0, 0, 0)
-        busy, steal, total = (after - before for after, before in zip(core_after, core_before, strict=True))
-        span = (
-            max((got.last_rx_ns - gen.first_stamp_ns) / 1e9, gen.elapsed_s) if got.packets else gen.elapsed_s
-        )
-        params: dict[str, ParamValue] = {
-            "streams": streams,
-            "offered_rate": rate,
-            "sent": gen.sent,
-            "sink_received": got.packets,
-            "lost": gen.sent - got.packets,
-            "relay_cpu_percent": round(100 * counters.cpu_s / span, 1),
-            "per_cpu_second": round(counters.forwarded / counters.cpu_s) if counters.cpu_s else 0,
-        }
-        if total:
-            params["core_busy_percent"] = round(100 * busy / total, 1)
-            params["core_steal_percent"] = round(100 * steal / total, 1)
-            params["per_core_second"] = (
-                round(counters.forwarded * os.sysconf("SC_CLK_TCK") / busy) if busy else 0
-            )
-        if got.latency_us is not None:
-            params["latency_p50_us"] = round(got.latency_us.p50, 1)
-            params["latency_p99_us"] = round(got.latency_us.p99, 1)
-        return Figure(f"c_relay.{rate}", got.packets / span, "packets/s", params)
+async def _nothing() -> dict[str, ParamValue]:
+    return {}
 
 
-def _free_base(ports: int) -> int:
-    for base in range(20000, EPHEMERAL_START - ports, ports + (ports & 1)):
-        held = []
-        try:
-            for port in range(base, base + ports):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(sock)
-                sock.bind((HOST, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise RuntimeError(f"no {ports} consecutive free ports")
+SetUp = Callable[[Subject, int, int, list[int] | None], contextlib.AbstractAsyncContextManager[Running]]
 
 
-# Python fallback: sender processes pace their share of the streams in 1 ms slots; a sink process
-# counts datagrams. Each is one short script run with ``python -c``.
-_SENDER = """
-import socket, struct, sys, time
-base, first, count = (int(arg) for arg in sys.argv[1:4])
-rate, duration = float(sys.argv[4]), float(sys.argv[5])
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-payload = bytes(160)
-header = struct.Struct("!BBHII")
-total = round(rate * duration)
-start = time.monotonic()
-print(start, flush=True)
-sent = 0
-while sent < total:
-    due = min(total, int((time.monotonic() - start) * rate) + 1)
-    while sent < due:
-        index, seq = sent % count, sent // count
-        packet = header.pack(0x80, 0, seq & 0xFFFF, 160 * seq & 0xFFFFFFFF, first + index) + payload
-        sock.sendto(packet, ("127.0.0.1", base + 2 * index))
-        sent += 1
-    time.sleep(0.001)
-print(time.monotonic(), sent)
-"""
-_SINK = """
-import select, socket, sys, time
-base, count, idle = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-poller = select.epoll()
-socks = {}
-for i in range(count):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
-    s.bind(("127.0.0.1", base + 2 * i))
-    s.setblocking(False)
-    socks[s.fileno()] = s
-    poller.register(s.fileno(), select.EPOLLIN)
-print("ready", flush=True)
-received = 0
-last = None
-while True:
-    events = poller.poll(0.1)
-    for fd, _ in events:
-        while True:
-            try:
-                socks[fd].recv(2048)
-                received += 1
-            except BlockingIOError:
-                break
-    if events:
-        last = time.monotonic()
-    elif last is not None and time.monotonic() - last > idle:
-        break
-print(last, received)
-"""
+@contextlib.asynccontextmanager
+async def _direct(
+    subject: Subject, calls: int, sink_base: int, cpus: list[int] | None
+) -> AsyncIterator[Running]:
+    yield Running([sink_base + 2 * i for i in range(LEGS_PER_CALL * calls)], [], _nothing)
 
 
-def _python_load(taps: int, sink: int, streams: int, rate: int, duration: float) -> LoadResult:
-    senders = max(1, min(4, (os.cpu_count() or 2) - 1))
-    receiver = subprocess.Popen(
-        [sys.executable, "-c", _SINK, str(sink), str(streams), "1.0"], stdout=subprocess.PIPE, text=True
+@contextlib.asynccontextmanager
+async def _c_relay(
+    subject: Subject, calls: int, sink_base: int, cpus: list[int] | None
+) -> AsyncIterator[Running]:
+    from benchmarks import loadgen
+
+    streams = LEGS_PER_CALL * calls
+    in_base, relay = loadgen.start_on_free_ports(
+        streams,
+        lambda base: loadgen.start_relay(
+            in_base=base, dest_base=sink_base, count=streams, rewrite=True, cpus=sorted(set(cpus or ()))
+        ),
     )
-    assert receiver.stdout is not None
-    receiver.stdout.readline()  # "ready"
-    share = streams // senders
-    processes = []
-    for index in range(senders):
-        first = index * share
-        count = share if index < senders - 1 else streams - first
-        argv = [str(taps + 2 * first), str(first), str(count), str(rate / senders), str(duration)]
-        processes.append(
-            subprocess.Popen([sys.executable, "-c", _SENDER, *argv], stdout=subprocess.PIPE, text=True)
-        )
-    reports = [process.communicate()[0].split() for process in processes]
-    first = min(float(report[0]) for report in reports)
-    sent = sum(int(report[-1]) for report in reports)
-    send_seconds = max(float(report[1]) for report in reports) - first
-    last, received = receiver.communicate()[0].split()[-2:]
-    span = float(last) - first if last != "None" else send_seconds
-    return LoadResult(sent, int(received), send_seconds, max(span, send_seconds))
+    with relay:
+
+        async def counters() -> dict[str, ParamValue]:
+            done = relay.stop()
+            return {
+                "relay_received": done.received,
+                "relay_forwarded": done.forwarded,
+                "relay_send_errors": done.send_errors,
+                "relay_socket_drops": done.socket_drops,
+            }
+
+        yield Running([in_base + 2 * i for i in range(streams)], [relay.pid], counters)
 
 
-async def _worker_with_taps(
-    stack: contextlib.AsyncExitStack, streams: int, load: LoadGenerator
-) -> tuple[MediaEngine, int, list[int]]:
-    """One worker with ``streams`` tap legs on consecutive even ports (what rtpgen sends to).
+@contextlib.asynccontextmanager
+async def _siprec(
+    subject: Subject, calls: int, sink_base: int, cpus: list[int] | None
+) -> AsyncIterator[Running]:
+    """``calls`` calls on siprec_src media workers: per call two tap legs, each forked to its
+    sink port with the product's default pipeline (rewrite, plus SRTP for ``subject.srtp``).
 
-    Another program on the machine can take a port between the probe and the bind; then the
-    taps are not consecutive and it starts over on another range.
+    This is the one place that sets up siprec_src. It drives ``MediaEngine`` (the API the
+    recording layer uses); issue 8 wants calls and recordings created through the REST API
+    toward a stub SRS instead, which only has to change this function.
     """
-    worker_cpus, _ = _cpus()
-    for _attempt in range(5):
-        base = load.free_base(4 * streams)  # legs, then forks: 2 * streams pairs
-        config = MediaConfig(workers=1, port_min=base, port_max=base + 4 * streams - 1, stream_timeout=60.0)
-        engine = MediaEngine(config)
-        await engine.start()
-        pid = engine.worker_pids[0]
-        assert pid is not None
-        if worker_cpus is not None:
-            os.sched_setaffinity(pid, worker_cpus)
-        taps = []
-        for index in range(streams):
-            tap = await engine.open_leg(LegSpec(f"call-{index}", Leg.INBOUND, bind_host=HOST))
-            assert tap is not None
-            taps.append(tap[1])
-        if taps == list(range(taps[0], taps[0] + 2 * streams, 2)):
-            stack.push_async_callback(engine.close)
-            return engine, pid, taps
+    from benchmarks import loadgen
+
+    workers = subject.processes
+    streams = LEGS_PER_CALL * calls
+    # A leg and a fork per stream, each an RTP/RTCP pair; split in equal halves between workers.
+    port_min, port_max = loadgen.free_port_range(4 * streams + 16 * workers)
+    config = MediaConfig(workers=workers, port_min=port_min, port_max=port_max, stream_timeout=3600.0)
+    engine = MediaEngine(config)
+    await engine.start()
+    try:
+        pids = [pid for pid in engine.worker_pids if pid is not None]
+        for index, pid in enumerate(pids):
+            if cpus is not None:
+                os.sched_setaffinity(pid, {cpus[index % len(cpus)]})
+        targets = [0] * streams
+        mode = "srtp" if subject.srtp else "rewrite"
+        gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+
+        async def open_call(index: int) -> None:
+            call = f"call-{index}"
+            async with gate:
+                for number, leg in enumerate((Leg.INBOUND, Leg.OUTBOUND)):
+                    stream = LEGS_PER_CALL * index + number
+                    tap = await engine.open_leg(LegSpec(call, leg, bind_host=HOST))
+                    assert tap is not None
+                    targets[stream] = tap[1]
+                    fork = f"fork-{stream}"
+                    local = await engine.reserve_fork_port(call, fork, HOST)
+                    spec = _fork_spec(
+                        mode,
+                        fork,
+                        local,
+                        call_id=call,
+                        leg=leg,
+                        remote_rtp=(HOST, sink_base + 2 * stream),
+                        remote_rtcp=(HOST, sink_base + 2 * stream + 1),
+                        ssrc=0x5EC00000 + stream,
+                    )
+                    await engine.start_fork(spec)
+
+        await asyncio.gather(*(open_call(index) for index in range(calls)))
+
+        async def counters() -> dict[str, ParamValue]:
+            forks = [await engine.fork_stats(f"fork-{stream}") for stream in range(streams)]
+            legs = [
+                await engine.leg_stats(f"call-{i}", leg)
+                for i in range(calls)
+                for leg in (Leg.INBOUND, Leg.OUTBOUND)
+            ]
+            return {
+                "leg_received": sum(leg.packets for leg in legs),
+                "forwarded": sum(fork.packets_sent for fork in forks),
+                "send_errors": sum(fork.send_errors for fork in forks),
+                "srtp_failures": sum(fork.srtp_failures for fork in forks),
+            }
+
+        yield Running(targets, pids, counters, {"workers": workers})
+    finally:
         await engine.close()
-    raise RuntimeError("could not bind consecutive tap ports (other programs keep taking ports)")
 
 
-async def bench_worker(mode: str, streams: int, rate: int, duration: float, load: LoadGenerator) -> Figure:
-    """Offer ``rate`` packets/s over ``streams`` legs to one worker; count what comes out.
+class Blackholes:
+    """UDP sockets nobody reads, with the smallest receive buffer: where rtpengine relays each
+    leg to (the other party). The kernel drops nearly every packet at the socket and counts it
+    in /proc/net/udp; ``delivered()`` = those drops + what is still queued."""
 
-    Other programs on the machine may take one of the probed ports before the sink binds it;
-    such a run is started over (three times at most).
-    """
+    def __init__(self, count: int) -> None:
+        self.sockets: list[socket.socket] = []
+        try:
+            for _ in range(count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self.sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+                sock.bind((HOST, 0))
+                sock.setblocking(False)
+        except BaseException:
+            self.close()
+            raise
+
+    def address(self, index: int) -> tuple[str, int]:
+        host, port = self.sockets[index].getsockname()
+        return str(host), int(port)
+
+    def delivered(self) -> int:
+        inodes = {os.fstat(sock.fileno()).st_ino for sock in self.sockets}
+        drops = 0
+        with open("/proc/net/udp", encoding="ascii") as table:
+            next(table)
+            for line in table:
+                fields = line.split()
+                if int(fields[9]) in inodes:
+                    drops += int(fields[-1])
+        queued = 0
+        for sock in self.sockets:
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    sock.recv(2048)
+                    queued += 1
+        return drops + queued
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+@contextlib.asynccontextmanager
+async def _rtpengine(
+    subject: Subject, calls: int, sink_base: int, cpus: list[int] | None
+) -> AsyncIterator[Running]:
+    """rtpengine relaying ``calls`` calls (caller and callee are ``Blackholes``) and forking both
+    legs of each to its sink ports: offer/answer, then subscribe request/answer, over ng."""
+    from benchmarks import loadgen
+    from benchmarks.rtpengine import AsyncNgClient, RtpEngine, audio_sdp, parse_sdp
+
+    streams = LEGS_PER_CALL * calls
+    port_min, port_max = loadgen.free_port_range(RTPENGINE_PORTS_PER_CALL * calls + 64)
+    cpu = cpus[0] if cpus else None
+    with contextlib.ExitStack() as stack:
+        daemon = stack.enter_context(RtpEngine(cpu=cpu, port_min=port_min, port_max=port_max, num_threads=1))
+        holes = Blackholes(streams)
+        stack.callback(holes.close)
+        targets = [0] * streams
+        gate = asyncio.Semaphore(NG_CONCURRENCY)
+        async with await AsyncNgClient.connect(daemon.ng_address, timeout=10.0, retransmit=1.0) as client:
+
+            async def open_call(index: int) -> None:
+                call, inbound, outbound = f"call-{index}", 2 * index, 2 * index + 1
+                async with gate:
+                    caller = audio_sdp(*holes.address(inbound))
+                    offered = await client.offer(call, "caller", caller, flags=["asymmetric"])
+                    callee = audio_sdp(*holes.address(outbound))
+                    answered = await client.answer(call, "caller", "callee", callee, flags=["asymmetric"])
+                    targets[inbound] = parse_sdp(answered)[0].port  # where the caller sends
+                    targets[outbound] = parse_sdp(offered)[0].port  # where the callee sends
+                    sinks = [(HOST, sink_base + 2 * inbound), (HOST, sink_base + 2 * outbound)]
+                    await client.fork(call, ["caller", "callee"], sinks, srtp=subject.srtp)
+
+            await asyncio.gather(*(open_call(index) for index in range(calls)))
+
+        async def counters() -> dict[str, ParamValue]:
+            return {"relayed": holes.delivered()}
+
+        yield Running(targets, [daemon.pid], counters, {"rtpengine_threads": 1})
+
+
+SETUPS: dict[str, SetUp] = {
+    "direct": _direct,
+    "c_relay": _c_relay,
+    "siprec": _siprec,
+    "rtpengine": _rtpengine,
+}
+
+
+def available(subject: Subject) -> str | None:
+    """Why ``subject`` cannot run on this machine, or None."""
+    if subject.kind == "rtpengine":
+        from benchmarks.rtpengine import RtpEngineError, find_rtpengine
+
+        try:
+            find_rtpengine()
+        except RtpEngineError as exc:
+            return str(exc)
+    return None
+
+
+# --- one step -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Step:
+    """One subject at one offered load."""
+
+    subject: str
+    calls: int
+    offered_rate: int
+    duration: float
+    sent: int
+    fork_received: int
+    out_packets: int  # every packet the subject sent that arrived somewhere (forks + relayed)
+    span_s: float  # first packet sent to last fork packet received
+    lag_s: float  # last fork packet received after the last send
+    cpu_s: float | None  # the subject's processes; None for "direct"
+    cores: int  # distinct cores the subject ran on
+    latency_us: dict[str, float] | None  # p50, p99, p999 from send to the sink (raw)
+    added_latency_us: dict[str, float] | None = None  # minus "direct" at the same step
+    params: dict[str, ParamValue] = field(default_factory=dict)
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.fork_received
+
+    @property
+    def loss_percent(self) -> float:
+        return 100.0 * self.lost / self.sent if self.sent else 0.0
+
+    @property
+    def fork_rate(self) -> float:
+        return self.fork_received / self.span_s if self.span_s > 0 else 0.0
+
+    @property
+    def cpu_percent(self) -> float | None:
+        """Of one core, all the subject's processes together."""
+        return None if self.cpu_s is None or self.span_s <= 0 else 100.0 * self.cpu_s / self.span_s
+
+    @property
+    def fork_per_cpu_second(self) -> float | None:
+        return self.fork_received / self.cpu_s if self.cpu_s else None
+
+    @property
+    def out_per_cpu_second(self) -> float | None:
+        return self.out_packets / self.cpu_s if self.cpu_s else None
+
+    @property
+    def cpu_s_per_million(self) -> float | None:
+        return (
+            1e6 * self.cpu_s / self.fork_received if self.cpu_s is not None and self.fork_received else None
+        )
+
+    @property
+    def out_per_in(self) -> float:
+        return self.out_packets / self.fork_received if self.fork_received else 0.0
+
+    @property
+    def disturbed(self) -> bool:
+        return float(self.params.get("other_cpu_percent", 0.0)) > DISTURBED
+
+    @property
+    def sustained(self) -> bool:
+        cpu = self.cpu_percent
+        return self.loss_percent < LOSS_LIMIT and (cpu is None or cpu / max(self.cores, 1) < CPU_LIMIT)
+
+    @property
+    def saturated(self) -> bool:
+        cpu = self.cpu_percent
+        return self.loss_percent > SATURATED_LOSS or (
+            cpu is not None and cpu / max(self.cores, 1) > SATURATED_CPU
+        )
+
+    def figure(self) -> Figure:
+        params: dict[str, ParamValue] = {
+            "subject": self.subject,
+            "calls": self.calls,
+            "offered_rate": self.offered_rate,
+            "duration_s": self.duration,
+            "sent": self.sent,
+            "fork_received": self.fork_received,
+            "lost": self.lost,
+            "loss_percent": round(self.loss_percent, 4),
+            "out_packets": self.out_packets,
+            "out_per_in": round(self.out_per_in, 3),
+            "span_s": round(self.span_s, 3),
+            "last_packet_lag_s": round(self.lag_s, 3),
+            "kept_up": self.lost == 0 and self.lag_s <= KEPT_UP_LAG,
+            "sustained": self.sustained,
+            "cores": self.cores,
+            "disturbed": self.disturbed,
+        }
+        if self.cpu_s is not None:
+            params["cpu_s"] = round(self.cpu_s, 3)
+            params["cpu_percent"] = round(self.cpu_percent or 0.0, 1)
+            params["cpu_s_per_million_fork"] = round(self.cpu_s_per_million or 0.0, 3)
+            params["fork_per_cpu_second"] = round(self.fork_per_cpu_second or 0.0)
+            params["out_per_cpu_second"] = round(self.out_per_cpu_second or 0.0)
+        for name, values in (("latency", self.latency_us), ("added_latency", self.added_latency_us)):
+            for key, value in (values or {}).items():
+                params[f"{name}_{key}_us"] = round(value, 1)
+        params.update(self.params)
+        return Figure(f"step.{self.subject}.{self.calls}", self.fork_rate, "packets/s", params)
+
+
+async def run_step(subject: Subject, calls: int, duration: float, quiet_wait: float = 0.0) -> Step:
+    """Offer ``calls`` calls to ``subject`` for ``duration`` s; count what reaches the sink.
+
+    A port taken by another program between probe and bind starts the step over (3 times)."""
+    from benchmarks.loadgen import LoadgenError
+
     for attempt in range(3):
         try:
-            return await _bench_worker_once(mode, streams, rate, duration, load)
-        except Exception as exc:
+            return await _run_step_once(subject, calls, duration, quiet_wait)
+        except (LoadgenError, OSError) as exc:
             if "Address already in use" not in str(exc) or attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
-async def _bench_worker_once(
-    mode: str, streams: int, rate: int, duration: float, load: LoadGenerator
-) -> Figure:
-    worker_cpus, load_cpus = _cpus()
+async def _run_step_once(subject: Subject, calls: int, duration: float, quiet_wait: float) -> Step:
+    from benchmarks import loadgen
+
+    streams = LEGS_PER_CALL * calls
+    rate = PPS_PER_LEG * streams
+    planned = round(rate * duration)
+    subject_cpus, load_cpus = layout(subject.processes)
+    cores = sorted(set(subject_cpus or ())) if subject.processes else []
+    busy_before = await asyncio.to_thread(wait_quiet, quiet_wait) if quiet_wait else None
     loadavg = os.getloadavg()[0]
-    async with contextlib.AsyncExitStack() as stack:
-        engine, pid, taps = await _worker_with_taps(stack, streams, load)
-        locals_ = [await engine.reserve_fork_port(f"call-{i}", f"fork-{i}", HOST) for i in range(streams)]
-        sink = load.free_base(2 * streams)  # RTP and RTCP ports, once every port of ours is bound
-        for index, local in enumerate(locals_):
-            call = f"call-{index}"
-            spec = _fork_spec(
-                mode,
-                f"fork-{index}",
-                local,
-                call_id=call,
-                remote_rtp=(HOST, sink + 2 * index),
-                remote_rtcp=(HOST, sink + 2 * index + 1),
-                ssrc=0x5EC00000 + index,
-            )
-            await engine.start_fork(spec)
-        core = min(worker_cpus) if worker_cpus else None
-        core_before = _core_ticks(core) if core is not None else (0, 0, 0)
-        cpu_before = _cpu_seconds(pid)
-        result = await asyncio.to_thread(
-            load.run,
-            taps=taps[0],
-            sink=sink,
-            streams=streams,
-            rate=rate,
-            duration=duration,
-            srtp=mode == "srtp",
+    # The sink first, so the subject's port ranges avoid its ports. It stops once every packet
+    # arrived, or when told DRAIN s after the last send; setting up many calls takes a while.
+    sink_base, sink = loadgen.start_on_free_ports(
+        2 * streams,
+        lambda base: loadgen.start_sink(
+            base_port=base,
+            count=streams,
+            expect=planned,
+            idle_timeout=3600.0,
+            start_timeout=3600.0,
+            srtp=subject.srtp,
+            rtcp=True,
+            poll_us=SINK_POLL_US,
+            per_stream=False,
             cpus=load_cpus,
-        )
-        cpu = _cpu_seconds(pid) - cpu_before
-        core_after = _core_ticks(core) if core is not None else (0, 0, 0)
-        forks = [await engine.fork_stats(f"fork-{index}") for index in range(streams)]
-        legs = [await engine.leg_stats(f"call-{index}", Leg.INBOUND) for index in range(streams)]
-    forwarded = sum(f.packets_sent for f in forks)
-    span = result.span_seconds
-    # Kept up: nothing lost, and the last packet arrived within KEPT_UP_LAG of the last send
-    # (zero loss alone can hide a worker that fell seconds behind into its socket buffers).
-    lag = span - result.send_seconds
-    params: dict[str, ParamValue] = {
-        "mode": mode,
-        "streams": streams,
-        "offered_rate": rate,
-        "sent": result.sent,
-        "leg_received": sum(leg.packets for leg in legs),
-        "forwarded": forwarded,
-        "send_errors": sum(f.send_errors for f in forks),
-        "srtp_failures": sum(f.srtp_failures for f in forks),
-        "sink_received": result.received,
-        "lost": result.sent - result.received,
-        "last_packet_lag_s": round(lag, 3),
-        "kept_up": result.sent == result.received and lag <= KEPT_UP_LAG,
-        "worker_cpu_percent": round(100 * cpu / span, 1),
-        "per_cpu_second": round(forwarded / cpu) if cpu else 0,
-        "rtcp_at_sink": result.rtcp_received,
-        "loadavg_at_start": round(loadavg, 2),
-        "load": load.kind,
-    }
-    busy, steal, total = (after - before for after, before in zip(core_after, core_before, strict=True))
-    if total:
-        # The worker's core as a whole: the process, plus the softirq work its sends cause, plus
-        # what the hypervisor took (steal). per_core_second = what one such core forwards.
-        params["core_busy_percent"] = round(100 * busy / total, 1)
-        params["core_steal_percent"] = round(100 * steal / total, 1)
-        ticks = os.sysconf("SC_CLK_TCK")
-        params["per_core_second"] = round(forwarded * ticks / busy) if busy else 0
-    if result.latency_p50_us is not None:
-        params["latency_p50_us"] = round(result.latency_p50_us, 1)
-        params["latency_p99_us"] = round(result.latency_p99_us or 0.0, 1)
-    return Figure(f"worker.{mode}.{rate}", result.received / span, "packets/s", params)
-
-
-async def worker_figures(
-    counts: Counts, modes: Sequence[str], load: LoadGenerator, *, with_relay: bool = True
-) -> list[Figure]:
-    figures = []
-    for mode in modes:
-        runs = []
-        for rate in counts.rates[mode]:
-            figure = await bench_worker(mode, counts.streams, rate, counts.duration, load)
-            runs.append(figure)
-            print(f"  {figure.name}: {_describe(figure)}", flush=True)
-        figures += runs
-        kept_up = [run for run in runs if run.params["kept_up"]]
-        if kept_up:
-            best = kept_up[-1]
-            params = {k: best.params[k] for k in ("offered_rate", "worker_cpu_percent", "per_cpu_second")}
-            figures.append(Figure(f"worker.{mode}.max_kept_up", best.value, "packets/s", params))
-        # At the highest load tried: packets per second of the worker process's CPU time, and
-        # per second of its whole core (with the kernel's softirq work for it), the rate one
-        # fully busy core reaches.
-        top = runs[-1]
-        figures.append(
-            Figure(
-                f"worker.{mode}.per_cpu_second",
-                float(top.params["per_cpu_second"]),
-                "packets/cpu-s",
-                {k: top.params[k] for k in ("offered_rate", "worker_cpu_percent")},
-            )
-        )
-        if "per_core_second" in top.params:
-            figures.append(
-                Figure(
-                    f"worker.{mode}.per_core_second",
-                    float(top.params["per_core_second"]),
-                    "packets/core-s",
-                    {k: top.params[k] for k in ("offered_rate", "core_busy_percent", "core_steal_percent")},
-                )
-            )
-    relay_rate = max(counts.rates.get("rewrite", (0,)))
-    if relay_rate and with_relay:
-        relay = None
-        for attempt in range(3):
-            try:
-                relay = await asyncio.to_thread(
-                    load.relay,
-                    streams=counts.streams,
-                    rate=relay_rate,
-                    duration=counts.duration,
-                    cpus=_cpus(),
-                )
-                break
-            except Exception as exc:  # a port taken by another program: start over
-                if "Address already in use" not in str(exc) or attempt == 2:
-                    raise
-        if relay is not None:
-            print(
-                f"  {relay.name}: {relay.value:,.0f} pkt/s, {relay.params['relay_cpu_percent']}% CPU",
-                flush=True,
-            )
-            figures.append(relay)
-    return figures
-
-
-def _describe(figure: Figure) -> str:
-    p = figure.params
-    text = (
-        f"{figure.value:,.0f} pkt/s of {p['offered_rate']:,} offered, lost {p['lost']}, "
-        f"last packet {p['last_packet_lag_s']} s after the last send, "
-        f"worker {p['worker_cpu_percent']}% CPU = {p['per_cpu_second']:,} pkt/cpu-s"
+        ),
+        step=1,
     )
-    if "core_busy_percent" in p:
-        text += (
-            f", its core {p['core_busy_percent']}% busy (steal {p['core_steal_percent']}%)"
-            f" = {p['per_core_second']:,} pkt/core-s"
-        )
-    if "latency_p50_us" in p:
-        text += f", latency p50 {p['latency_p50_us']} µs p99 {p['latency_p99_us']} µs"
+    with sink:
+        started = time.monotonic()
+        async with SETUPS[subject.kind](subject, calls, sink_base, subject_cpus) as running:
+            setup_s = time.monotonic() - started
+            cpu_before = sum(_cpu_seconds(pid) for pid in running.pids)
+            ticks_before = [_core_ticks(core) for core in cores]
+            processes_before, window_start = _processes(), time.monotonic()
+            gen = await asyncio.to_thread(
+                loadgen.run_gen,
+                ports=running.targets,
+                rate=rate,
+                packets=planned,
+                duration=duration,
+                per_stream=False,
+                cpus=load_cpus,
+            )
+            await asyncio.to_thread(sink.wait, DRAIN)
+            cpu_after = sum(_cpu_seconds(pid) for pid in running.pids)
+            ticks_after = [_core_ticks(core) for core in cores]
+            other = other_cpu_seconds(processes_before, _processes())
+            window = time.monotonic() - window_start
+            got = await asyncio.to_thread(sink.stop)
+            counters = await running.counters()
+            info = running.info
+            has_processes = bool(running.pids)
+    span = (got.last_rx_ns - gen.first_stamp_ns) / 1e9 if got.packets else gen.elapsed_s
+    span = max(span, gen.elapsed_s)
+    latency = got.latency_us
+    params: dict[str, ParamValue] = {
+        "setup_s": round(setup_s, 2),
+        "loadavg_at_start": round(loadavg, 2),
+        "gen_sent_rate": round(gen.achieved_rate),
+        "gen_send_errors": gen.send_errors,
+        "sink_socket_drops": got.socket_drops,
+        "rtcp_at_sink": got.rtcp_packets,
+        "subject_cpus": ",".join(str(cpu) for cpu in subject_cpus or ()) if has_processes else "",
+        "load_cpus": ",".join(str(cpu) for cpu in load_cpus or ()),
+        "other_cpu_percent": round(100 * other / window, 1),
+        **info,
+        **counters,
+    }
+    if busy_before is not None:
+        params["machine_busy_before_percent"] = round(100 * busy_before, 1)
+    if cores:
+        busy = sum(after[0] - before[0] for after, before in zip(ticks_after, ticks_before, strict=True))
+        steal = sum(after[1] - before[1] for after, before in zip(ticks_after, ticks_before, strict=True))
+        total = sum(after[2] - before[2] for after, before in zip(ticks_after, ticks_before, strict=True))
+        if total:
+            params["core_busy_percent"] = round(100 * busy / total * len(cores), 1)
+            params["core_steal_percent"] = round(100 * steal / total * len(cores), 1)
+    relayed = int(counters.get("relayed", 0))
+    return Step(
+        subject=subject.name,
+        calls=calls,
+        offered_rate=rate,
+        duration=duration,
+        sent=gen.sent,
+        fork_received=got.packets,
+        out_packets=got.packets + relayed,
+        span_s=span,
+        lag_s=max(0.0, (got.last_rx_ns - gen.last_stamp_ns) / 1e9) if got.packets else 0.0,
+        cpu_s=cpu_after - cpu_before if has_processes else None,
+        cores=len(cores),
+        latency_us=None
+        if latency is None
+        else {"p50": latency.p50, "p99": latency.p99, "p999": latency.p999},
+        params=params,
+    )
+
+
+# --- the ladder, summaries and ratios -------------------------------------------------------------
+
+
+def add_baseline_latency(steps: Sequence[Step]) -> None:
+    """Fill each step's ``added_latency_us``: its latency minus the ``direct`` step's at the same
+    number of calls, percentile by percentile."""
+    baseline = {step.calls: step.latency_us for step in steps if step.subject == "direct"}
+    for step in steps:
+        base = baseline.get(step.calls)
+        if step.subject != "direct" and step.latency_us is not None and base is not None:
+            step.added_latency_us = {key: step.latency_us[key] - base[key] for key in step.latency_us}
+
+
+@dataclass(frozen=True, slots=True)
+class Ratio:
+    subject: str
+    reference: str
+    calls: int  # the step compared
+    fork_per_cpu: float  # subject's fork packets per CPU-second / reference's
+    out_per_cpu: float  # subject's packets out per CPU-second / reference's
+    capacity: float | None  # max sustained calls / reference's (None when either has none)
+    both_sustained: bool
+
+
+def max_sustained(steps: Sequence[Step], subject: str) -> Step | None:
+    """The highest step of ``subject`` that was sustained, or None."""
+    sustained = [step for step in steps if step.subject == subject and step.sustained]
+    return max(sustained, key=lambda step: step.calls, default=None)
+
+
+def ratio(steps: Sequence[Step], subject: str, reference: str) -> Ratio | None:
+    """``subject`` against ``reference`` at the highest step both sustained, else at the lowest
+    step both ran; None when they share no step with CPU figures."""
+    mine = {step.calls: step for step in steps if step.subject == subject and step.cpu_s}
+    theirs = {step.calls: step for step in steps if step.subject == reference and step.cpu_s}
+    common = sorted(set(mine) & set(theirs))
+    if not common:
+        return None
+    both = [calls for calls in common if mine[calls].sustained and theirs[calls].sustained]
+    calls = both[-1] if both else common[0]
+    a, b = mine[calls], theirs[calls]
+    best_a, best_b = max_sustained(steps, subject), max_sustained(steps, reference)
+    return Ratio(
+        subject=subject,
+        reference=reference,
+        calls=calls,
+        fork_per_cpu=(a.fork_per_cpu_second or 0.0) / (b.fork_per_cpu_second or 1.0),
+        out_per_cpu=(a.out_per_cpu_second or 0.0) / (b.out_per_cpu_second or 1.0),
+        capacity=best_a.calls / best_b.calls if best_a and best_b else None,
+        both_sustained=bool(both),
+    )
+
+
+def ratios(steps: Sequence[Step]) -> list[Ratio]:
+    ran = {step.subject for step in steps}
+    found = []
+    for subject in SUBJECTS.values():
+        if subject.kind != "siprec" or subject.name not in ran:
+            continue
+        references = [subject.reference or "", "c-relay"]
+        if subject.processes > 1:
+            references.append("siprec")
+        for reference in references:
+            if reference in ran and (found_ratio := ratio(steps, subject.name, reference)) is not None:
+                found.append(found_ratio)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    goal: str
+    measured: float | None
+    threshold: float
+    higher_is_better: bool = True
+    note: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        if self.measured is None:
+            return None
+        return self.measured >= self.threshold if self.higher_is_better else self.measured < self.threshold
+
+
+def targets(steps: Sequence[Step], found: Sequence[Ratio], *, workers_share_a_core: bool) -> list[Target]:
+    """The issue's targets, as far as this run measured them. Two workers that shared one core
+    say nothing about scaling: that target is then "not measured", the ratio in its note."""
+    by_pair = {(r.subject, r.reference): r for r in found}
+
+    def pair(subject: str, reference: str, attribute: str) -> float | None:
+        value = by_pair.get((subject, reference))
+        return None if value is None else getattr(value, attribute)
+
+    two_workers = pair("siprec-2w", "siprec", "capacity")
+    at_1000 = next((s for s in steps if s.subject == "siprec" and s.calls == 1000), None)
+    rated = max_sustained(steps, "siprec")
+    return [
+        Target(
+            "plain_vs_rtpengine",
+            "siprec fork packets per CPU-s >= 2x rtpengine (RTP)",
+            pair("siprec", "rtpengine", "fork_per_cpu"),
+            2.0,
+        ),
+        Target(
+            "plain_vs_c_relay",
+            "siprec packets per CPU-s >= 60 % of the C relay",
+            pair("siprec", "c-relay", "fork_per_cpu"),
+            0.6,
+        ),
+        Target(
+            "srtp_vs_rtpengine",
+            "siprec-srtp fork packets per CPU-s >= 1.5x rtpengine-srtp",
+            pair("siprec-srtp", "rtpengine-srtp", "fork_per_cpu"),
+            1.5,
+        ),
+        Target(
+            "p99_at_1000_calls",
+            "siprec added p99 latency < 1000 us at 1000 calls",
+            None if at_1000 is None or at_1000.added_latency_us is None else at_1000.added_latency_us["p99"],
+            1000.0,
+            higher_is_better=False,
+        ),
+        Target(
+            "loss_at_rated_load",
+            "siprec loses 0 packets at its max sustained step",
+            None if rated is None else float(rated.lost),
+            0.5,
+            higher_is_better=False,
+            note="" if rated is None else f"{rated.calls} calls",
+        ),
+        Target(
+            "two_workers",
+            "siprec-2w max sustained calls >= 1.8x siprec",
+            None if workers_share_a_core else two_workers,
+            1.8,
+            note=(
+                f"both workers shared one core (needs >= 3 CPUs); ratio there {_num(two_workers, 2)}x"
+                if workers_share_a_core
+                else "one core per worker"
+            ),
+        ),
+    ]
+
+
+async def run_ladder(
+    subjects: Sequence[Subject],
+    ladder: Ladder,
+    *,
+    log: Callable[[str], None] = print,
+) -> tuple[list[Step], dict[str, str]]:
+    """Every subject at every step of the ladder, step by step; a saturated subject is not
+    offered the higher steps, a step that other processes disturbed is run again
+    (``ladder.retries`` times at most; then it is kept, marked "disturbed"). Returns the
+    steps and, by subject, why some steps did not run."""
+    steps: list[Step] = []
+    skipped: dict[str, str] = {}
+    for subject in subjects:
+        if (reason := available(subject)) is not None:
+            skipped[subject.name] = reason
+            log(f"  {subject.name}: not run: {reason}")
+    for calls in ladder.calls:
+        for subject in subjects:
+            if subject.name in skipped:
+                continue
+            step = await run_step(subject, calls, ladder.duration, ladder.quiet_wait)
+            for attempt in range(ladder.retries):
+                if not step.disturbed:
+                    break
+                log(f"  {describe(step)}: disturbed, again ({attempt + 1}/{ladder.retries})")
+                step = await run_step(subject, calls, ladder.duration, ladder.quiet_wait)
+            steps.append(step)
+            log(f"  {describe(step)}")
+            if step.saturated:
+                skipped[subject.name] = f"saturated at {calls} calls: not offered more"
+    add_baseline_latency(steps)
+    return steps, skipped
+
+
+def describe(step: Step) -> str:
+    text = (
+        f"{step.subject} {step.calls} calls: {step.fork_rate:,.0f} fork pkt/s of "
+        f"{step.offered_rate:,} offered, loss {step.loss_percent:.3f} %, lag {step.lag_s:.3f} s"
+    )
+    if step.cpu_s is not None:
+        text += f", CPU {step.cpu_percent:.0f} % = {step.fork_per_cpu_second or 0:,.0f} fork pkt/CPU-s"
+    if step.latency_us is not None:
+        text += f", latency p50 {step.latency_us['p50']:.0f} p99 {step.latency_us['p99']:.0f} µs"
+    text += f" (setup {step.params.get('setup_s')} s, others used {step.params.get('other_cpu_percent')} %)"
     return text
+
+
+# --- tables ---------------------------------------------------------------------------------------
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def steps_table(steps: Sequence[Step]) -> str:
+    columns = (
+        "subject",
+        "calls",
+        "offered/s",
+        "fork pkt/s",
+        "loss %",
+        "CPU %",
+        "CPU s/M fork",
+        "out/in",
+        "+p50 µs",
+        "+p99 µs",
+        "+p99.9 µs",
+        "ok",
+    )
+    rows = []
+    for step in sorted(steps, key=lambda s: (list(SUBJECTS).index(s.subject), s.calls)):
+        added = step.added_latency_us or {}
+        raw = step.latency_us or {}
+        latency = added if step.subject != "direct" else raw  # the baseline shows its own latency
+        rows.append(
+            (
+                step.subject,
+                str(step.calls),
+                _num(step.offered_rate),
+                _num(step.fork_rate),
+                f"{step.loss_percent:.3f}",
+                _num(step.cpu_percent),
+                _num(step.cpu_s_per_million, 2),
+                f"{step.out_per_in:.1f}",
+                _num(latency.get("p50")),
+                _num(latency.get("p99")),
+                _num(latency.get("p999")),
+                ("yes" if step.sustained else "no") + ("*" if step.disturbed else ""),
+            )
+        )
+    return format_rows(columns, rows)
+
+
+def summary_table(steps: Sequence[Step], subjects: Sequence[Subject]) -> str:
+    columns = ("subject", "max calls", "fork pkt/CPU-s", "pkt out/CPU-s", "at calls", "what")
+    rows = []
+    for subject in subjects:
+        mine = [step for step in steps if step.subject == subject.name]
+        if not mine:
+            continue
+        best = max_sustained(steps, subject.name)
+        shown = best or min(mine, key=lambda step: step.calls)
+        rows.append(
+            (
+                subject.name,
+                "none" if best is None else str(best.calls),
+                _num(shown.fork_per_cpu_second),
+                _num(shown.out_per_cpu_second),
+                str(shown.calls),
+                subject.label,
+            )
+        )
+    return format_rows(columns, rows)
+
+
+def ratio_table(found: Sequence[Ratio]) -> str:
+    columns = ("subject", "vs", "at calls", "per fork pkt", "per pkt out", "max calls")
+    rows = [
+        (
+            r.subject,
+            r.reference,
+            f"{r.calls}{'' if r.both_sustained else ' (not both sustained)'}",
+            f"{r.fork_per_cpu:.2f}x",
+            f"{r.out_per_cpu:.2f}x",
+            "-" if r.capacity is None else f"{r.capacity:.2f}x",
+        )
+        for r in found
+    ]
+    return format_rows(columns, rows)
+
+
+def target_table(found: Sequence[Target]) -> str:
+    columns = ("target", "measured", "verdict", "note")
+    rows = []
+    for target in found:
+        measured = target.measured
+        if measured is None:
+            verdict = "not measured"
+        elif target.met:
+            verdict = "met"
+        elif target.higher_is_better:
+            verdict = f"missed ({measured / target.threshold:.0%} of goal)"
+        else:
+            verdict = f"missed (goal: under {target.threshold:g})"
+        rows.append((target.goal, _num(target.measured, 2), verdict, target.note))
+    return format_rows(columns, rows)
 
 
 # --- running and reporting ------------------------------------------------------------------------
 
 
-def build_report(figures: Sequence[Figure], counts: Counts, load: str, *, quick: bool) -> dict[str, Any]:
+def workers_share_a_core() -> bool:
+    subject_cpus, _ = layout(2)
+    return subject_cpus is None or len(set(subject_cpus)) < 2
+
+
+def build_report(
+    figures: Sequence[Figure], ladder: Ladder, skipped: dict[str, str], *, quick: bool
+) -> dict[str, Any]:
     return {
         **machine("media"),
         "quick": quick,
-        "load_generator": load,
-        "counts": asdict(counts),
+        "load_generator": "c (benchmarks/loadgen rtpgen + rtpsink)",
+        "ladder": asdict(ladder),
+        "subjects": {name: asdict(subject) for name, subject in SUBJECTS.items()},
+        "limits": {"loss_percent": LOSS_LIMIT, "cpu_percent_of_one_core": CPU_LIMIT, "drain_s": DRAIN},
+        "skipped": skipped,
         "figures": [asdict(figure) for figure in figures],
     }
 
 
-def run(counts: Counts, modes: Sequence[str], *, with_worker: bool = True) -> tuple[list[Figure], str]:
-    figures = pipeline_figures(counts)
-    load = LoadGenerator()
-    if with_worker:
-        print(f"worker runs: {counts.streams} streams, {counts.duration} s each, load from {load.kind}")
-        figures += asyncio.run(worker_figures(counts, modes, load))
-    return figures, load.kind
+def summary_figures(steps: Sequence[Step], found: Sequence[Ratio], goals: Sequence[Target]) -> list[Figure]:
+    figures = []
+    for subject in dict.fromkeys(step.subject for step in steps):
+        best = max_sustained(steps, subject)
+        params: dict[str, ParamValue] = {}
+        if best is not None:
+            params = {"fork_per_cpu_second": round(best.fork_per_cpu_second or 0), "loss": best.lost}
+        figures.append(
+            Figure(
+                f"summary.{subject}.max_sustained_calls", float(best.calls if best else 0), "calls", params
+            )
+        )
+    for r in found:
+        params = {
+            "calls": r.calls,
+            "both_sustained": r.both_sustained,
+            "out_per_cpu": round(r.out_per_cpu, 3),
+        }
+        if r.capacity is not None:
+            params["capacity"] = round(r.capacity, 3)
+        figures.append(Figure(f"ratio.{r.subject}.vs.{r.reference}", r.fork_per_cpu, "x", params))
+    for goal in goals:
+        if goal.measured is not None:
+            params = {"goal": goal.goal, "threshold": goal.threshold, "met": bool(goal.met)}
+            if goal.note:
+                params["note"] = goal.note
+            figures.append(Figure(f"target.{goal.name}", goal.measured, "", params))
+    return figures
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small counts, about 15 s")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for the JSON report")
-    parser.add_argument("--modes", default=",".join(MODES), help="worker runs for these pipelines")
-    parser.add_argument("--streams", type=int, help="legs (and forks) in the worker runs")
-    parser.add_argument("--duration", type=float, help="seconds of load per worker run")
-    parser.add_argument("--rates", help="offered packets/s, comma separated, for every mode")
-    parser.add_argument("--pipeline-only", action="store_true", help="skip the worker runs")
+    parser.add_argument("--quick", action="store_true", help="reduced ladder, under a minute")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for the JSON and PNG")
+    parser.add_argument("--subjects", default=",".join(SUBJECTS), help=f"of {', '.join(SUBJECTS)}")
+    parser.add_argument("--calls", help="the ladder: offered calls per step, comma separated")
+    parser.add_argument("--duration", type=float, help="seconds of load per step")
+    parser.add_argument("--pipeline-only", action="store_true", help="skip the subjects")
+    parser.add_argument("--no-plot", action="store_true", help="write no PNG")
     args = parser.parse_args(argv)
-    counts = QUICK if args.quick else FULL
-    modes = [mode for mode in args.modes.split(",") if mode]
-    if unknown := set(modes) - set(MODES):
-        parser.error(f"unknown modes {sorted(unknown)}; allowed: {', '.join(MODES)}")
-    if args.streams or args.duration or args.rates:
-        rates = counts.rates
-        if args.rates:
-            chosen = tuple(int(rate) for rate in args.rates.split(","))
-            rates = dict.fromkeys(MODES, chosen)
-        counts = Counts(
-            counts.pipeline_packets,
-            counts.repeats,
-            args.streams or counts.streams,
-            args.duration or counts.duration,
-            rates,
+    ladder = QUICK if args.quick else FULL
+    if args.calls:
+        ladder = replace(ladder, calls=tuple(int(calls) for calls in args.calls.split(",") if calls))
+    if args.duration:
+        ladder = replace(ladder, duration=args.duration)
+    names = [name for name in args.subjects.split(",") if name]
+    if unknown := set(names) - set(SUBJECTS):
+        parser.error(f"unknown subjects {sorted(unknown)}; allowed: {', '.join(SUBJECTS)}")
+    if any(SUBJECTS[name].kind != "direct" for name in names) and "direct" not in names:
+        names.insert(0, "direct")  # the latency baseline
+    subjects = [SUBJECTS[name] for name in SUBJECTS if name in names]
+
+    figures = pipeline_figures(ladder)
+    steps: list[Step] = []
+    skipped: dict[str, str] = {}
+    if not args.pipeline_only:
+        from benchmarks import loadgen
+
+        loadgen.build_all()
+        print(
+            f"ladder: {', '.join(map(str, ladder.calls))} calls x {LEGS_PER_CALL} legs x "
+            f"{PPS_PER_LEG} packets/s, {ladder.duration} s per step; "
+            f"subject CPUs / load CPUs: {layout(1)[0]} / {layout(1)[1]}",
+            flush=True,
         )
-    figures, load = run(counts, modes, with_worker=not args.pipeline_only)
-    report = build_report(figures, counts, load, quick=args.quick)
-    print(f"{report['host']}  Python {report['python']}  {report['cpu_count']} CPUs  load: {load}")
-    print(format_table(figures))
-    print(f"wrote {write_report(report, args.out)}")
+        steps, skipped = asyncio.run(run_ladder(subjects, ladder, log=lambda line: print(line, flush=True)))
+    found = ratios(steps)
+    goals = targets(steps, found, workers_share_a_core=workers_share_a_core()) if steps else []
+    figures += [step.figure() for step in steps] + summary_figures(steps, found, goals)
+    report = build_report(figures, ladder, skipped, quick=args.quick)
+    print(f"\n{report['host']}  Python {report['python']}  {report['cpu_count']} CPUs  {report['platform']}")
+    print(format_table([figure for figure in figures if figure.name.startswith("pipeline.")]))
+    if steps:
+        print(
+            "\nper step (+p50/+p99/+p99.9: latency added over the direct baseline, whose own is shown; "
+            f"*: other processes used > {DISTURBED:.0f} % of a core meanwhile):"
+        )
+        print(steps_table(steps))
+        print(
+            f"\nper subject (max calls: highest step with < {LOSS_LIMIT} % loss "
+            f"and < {CPU_LIMIT:.0f} % of a core):"
+        )
+        print(summary_table(steps, subjects))
+        if found:
+            print("\nratios (packets per CPU-second; rtpengine sends 2 packets per packet in, we send 1):")
+            print(ratio_table(found))
+        print("\ntargets:")
+        print(target_table(goals))
+    for name, reason in skipped.items():
+        print(f"note: {name}: {reason}")
+    path = write_report(report, args.out)
+    print(f"wrote {path}")
+    if steps and not args.no_plot:
+        from benchmarks.plot import plot_media
+
+        try:
+            print(f"wrote {plot_media(report, path.with_suffix('.png'))}")
+        except ImportError as exc:
+            print(f"no plot: {exc} (pip install -e '.[plot]')")
     return 0
 
 

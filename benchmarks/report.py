@@ -63,3 +63,19 @@ def format_table(figures: Sequence[Figure]) -> str:
     lines = [f"{name:<{widths[0]}}  {value:>{widths[1]}}  {unit}" for name, value, unit in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def format_rows(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table: the first and the last column left-aligned, the others right-aligned."""
+    widths = [max(len(str(row[i])) for row in (columns, *rows)) for i in range(len(columns))]
+    last = len(columns) - 1
+
+    def line(cells: Sequence[str]) -> str:
+        out = []
+        for index, (cell, width) in enumerate(zip(cells, widths, strict=True)):
+            out.append(f"{cell:<{width}}" if index in (0, last) else f"{cell:>{width}}")
+        return "  ".join(out).rstrip()
+
+    lines = [line(columns), "  ".join("-" * width for width in widths)]
+    lines += [line(row) for row in rows]
+    return "\n".join(lines)

@@ -4,7 +4,9 @@ Covers: the C programs compile warning-free; rtpgen -> rtpsink and rtpgen (2 thr
 -> rtpsink at a modest load (20 streams x 50 packets/s for 1 s) deliver every packet to the port and SSRC
 they belong to, with no gap, duplicate or reorder, across a sequence-number wrap, with a
 positive latency per packet; the sink's loss/duplicate/reorder bookkeeping on a hand-made
-sequence; SRTP mode counts without reading the encrypted stamp.
+sequence; SRTP mode counts without reading the encrypted stamp; rtpgen sends stream i to the
+i-th port of a port list (for subjects that pick their own ports); free_port_range finds a
+range with enough unbound ports.
 Does not cover throughput: nothing here is a timing assertion (see benchmarks/loadgen/measure.py).
 """
 
@@ -20,10 +22,12 @@ from benchmarks.loadgen import (
     build,
     build_all,
     free_port_base,
+    free_port_range,
     run_gen,
     start_relay,
     start_sink,
 )
+from benchmarks.loadgen.runner import bound_udp_ports
 
 STREAMS = 20
 PPS = 50.0
@@ -114,3 +118,19 @@ def test_sink_in_srtp_mode_counts_without_latency() -> None:
         got = sink.result(timeout=10.0)
     assert got.srtp and got.latency_us is None and got.latency_invalid == 0
     assert (got.packets, got.lost, got.bytes) == (3, 1, 3 * 182)
+
+
+def test_gen_sends_each_stream_to_its_port_from_a_list() -> None:
+    base = free_port_base(4)
+    ports = [base + 6, base, base + 4, base + 2]  # any order, as rtpengine hands them out
+    with start_sink(base_port=base, count=4, expect=40, idle_timeout=2.0) as sink:
+        gen = run_gen(base_port=1, ports=ports, pps=50, duration=0.2, streams=99)  # both ignored
+        got = sink.result(timeout=10.0)
+    assert gen.streams == 4 and gen.sent == got.packets == 40
+    assert {ssrc - GEN_SSRC: stream.port for ssrc, stream in got.streams.items()} == dict(enumerate(ports))
+
+
+def test_free_port_range_holds_no_bound_port() -> None:
+    first, last = free_port_range(1000, spare=0.1)
+    assert first % 2 == 0 and last - first + 1 == 1102
+    assert not any(first <= port <= last for port in bound_udp_ports())

@@ -1,7 +1,8 @@
 /* rtpgen: a paced RTP sender for the forking benchmarks.
  *
  * N streams from one UDP socket per sending thread (one thread by default, so one source port
- * for all streams): stream i has SSRC ssrc_base + i and goes to dest:base_port + i * step. With
+ * for all streams): stream i has SSRC ssrc_base + i and goes to dest:base_port + i * step, or to
+ * dest:port i of --ports-file (for a subject that picks its own ports, such as rtpengine). With
  * --threads T, thread t sends the streams i with i % T == t from its own socket on the same
  * schedule, so T threads reach about T times the rate of one when there are cores for them.
  * Packets are PCMU-shaped: a 12-byte RTP header and a 160-byte payload by default (172 bytes),
@@ -26,6 +27,7 @@
  */
 #include "common.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <sys/prctl.h>
 
@@ -38,7 +40,9 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: rtpgen --base-port PORT [options]\n"
             "  --dest ADDR        destination IPv4 address (default 127.0.0.1)\n"
-            "  --base-port PORT   destination port of stream 0 (required)\n"
+            "  --base-port PORT   destination port of stream 0 (required unless --ports-file)\n"
+            "  --ports-file PATH  destination port of each stream, one number per stream (whitespace\n"
+            "                     or comma separated); sets --streams to their count\n"
             "  --step N           port step between streams (default 2: RTP ports are even)\n"
             "  --streams N        number of streams (default 1)\n"
             "  --pps P            packets/s per stream (default 50)\n"
@@ -68,6 +72,52 @@ static const char *need_value(int argc, char **argv, int *i)
     }
     *i += 1;
     return argv[*i];
+}
+
+/* Destination ports from a file of numbers separated by whitespace or commas; returns how many. */
+static unsigned read_ports(const char *path, uint16_t **out)
+{
+    FILE *in = fopen(path, "r");
+    if (in == NULL) {
+        die_errno(PROG, path);
+    }
+    size_t cap = 1024, n = 0;
+    uint16_t *ports = malloc(cap * sizeof(*ports));
+    if (ports == NULL) {
+        die_errno(PROG, "malloc");
+    }
+    char word[32];
+    int c = 0;
+    while (c != EOF) {
+        size_t len = 0;
+        while ((c = fgetc(in)) != EOF && c != ',' && !isspace(c)) {
+            if (len + 1 >= sizeof(word)) {
+                die(PROG, "%s", "--ports-file holds a word that is not a port number");
+            }
+            word[len++] = (char)c;
+        }
+        if (len == 0) {
+            continue;
+        }
+        word[len] = '\0';
+        if (n == 65535) {
+            die(PROG, "%s", "--ports-file lists more than 65535 ports");
+        }
+        if (n == cap) {
+            cap *= 2;
+            ports = realloc(ports, cap * sizeof(*ports));
+            if (ports == NULL) {
+                die_errno(PROG, "realloc");
+            }
+        }
+        ports[n++] = (uint16_t)parse_u64(PROG, "--ports-file", word, 1, 65535);
+    }
+    fclose(in);
+    if (n == 0) {
+        die(PROG, "%s", "--ports-file lists no port");
+    }
+    *out = ports;
+    return (unsigned)n;
 }
 
 static inline void put_be16(uint8_t *p, uint16_t v)
@@ -249,6 +299,7 @@ int main(int argc, char **argv)
     const char *dest_text = "127.0.0.1";
     const char *bind_text = NULL;
     const char *cpus = NULL;
+    const char *ports_file = NULL;
     unsigned base_port = 0;
     unsigned step = 2;
     unsigned streams = 1;
@@ -277,6 +328,8 @@ int main(int argc, char **argv)
             dest_text = need_value(argc, argv, &i);
         } else if (strcmp(a, "--base-port") == 0) {
             base_port = (unsigned)parse_u64(PROG, a, need_value(argc, argv, &i), 1, 65535);
+        } else if (strcmp(a, "--ports-file") == 0) {
+            ports_file = need_value(argc, argv, &i);
         } else if (strcmp(a, "--step") == 0) {
             step = (unsigned)parse_u64(PROG, a, need_value(argc, argv, &i), 0, 65535);
         } else if (strcmp(a, "--streams") == 0) {
@@ -320,11 +373,14 @@ int main(int argc, char **argv)
             die(PROG, "unknown option '%s'", a);
         }
     }
-    if (base_port == 0) {
+    uint16_t *port_list = NULL;
+    if (ports_file != NULL) {
+        streams = read_ports(ports_file, &port_list);
+    } else if (base_port == 0) {
         usage(stderr);
-        die(PROG, "%s", "--base-port is required");
+        die(PROG, "%s", "--base-port (or --ports-file) is required");
     }
-    if ((uint64_t)base_port + (uint64_t)(streams - 1) * step > 65535) {
+    if (port_list == NULL && (uint64_t)base_port + (uint64_t)(streams - 1) * step > 65535) {
         die(PROG, "%s", "base-port + (streams - 1) * step is past 65535");
     }
     if (threads > streams) {
@@ -360,7 +416,7 @@ int main(int argc, char **argv)
     for (unsigned s = 0; s < streams; s++) {
         dests[s].sin_family = AF_INET;
         dests[s].sin_addr = dest;
-        dests[s].sin_port = htons((uint16_t)(base_port + s * step));
+        dests[s].sin_port = htons(port_list ? port_list[s] : (uint16_t)(base_port + s * step));
     }
     cfg.src_port = src_port;
     cfg.streams = streams;

@@ -26,6 +26,7 @@ import selectors
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -411,6 +412,14 @@ class Program:
         if self._process.poll() is None:
             self._process.send_signal(sig)
 
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the program to exit by itself; True if it did."""
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def kill(self) -> None:
         if self._process.poll() is None:
             self._process.kill()
@@ -598,7 +607,8 @@ def run_relay(
 
 def run_gen(
     *,
-    base_port: int,
+    base_port: int = 0,
+    ports: Sequence[int] | None = None,
     streams: int = 1,
     step: int = 2,
     dest: str = "127.0.0.1",
@@ -618,16 +628,58 @@ def run_gen(
     extra_args: Sequence[str] = (),
 ) -> GenResult:
     """Send ``streams`` paced streams to ``dest``:``base_port + i * step`` and return rtpgen's
-    report; blocks for ``duration`` s. ``rate`` (total packets/s) overrides ``pps`` (per stream);
-    ``packets`` (total) overrides ``duration``. ``threads`` > 1 splits the streams over that many
-    sending threads (one socket each): one thread tops out near 300k packets/s on a 2-core VM.
+    report; blocks for ``duration`` s. ``ports`` instead names each stream's destination port
+    (stream i goes to ``ports[i]``; ``streams`` and ``base_port`` are then ignored). ``rate``
+    (total packets/s) overrides ``pps`` (per stream); ``packets`` (total) overrides ``duration``.
+    ``threads`` > 1 splits the streams over that many sending threads (one socket each): one
+    thread tops out near 300k packets/s on a 2-core VM.
     ``tick_us``: the sender wakes at most that often and sends what is due (0 = every deadline).
 
     rtpgen exits with 1 when it could not hand every planned packet to the kernel; that is
     still a report (``sent < planned`` or ``send_errors``), not an exception.
     """
-    args = ["--dest", dest, "--base-port", str(base_port), "--step", str(step)]
-    args += ["--streams", str(streams), "--pps", _num(pps), "--duration", _num(duration)]
+    with tempfile.NamedTemporaryFile("w", prefix="rtpgen-ports-", suffix=".txt") as ports_file:
+        if ports is not None:
+            ports_file.write("\n".join(str(port) for port in ports) + "\n")
+            ports_file.flush()
+            where = ["--ports-file", ports_file.name]
+        else:
+            where = ["--base-port", str(base_port), "--step", str(step), "--streams", str(streams)]
+        return _run_gen(
+            [*where, "--dest", dest, "--pps", _num(pps), "--duration", _num(duration)],
+            rate=rate,
+            duration=duration,
+            packets=packets,
+            threads=threads,
+            tick_us=tick_us,
+            batch=batch,
+            payload=payload,
+            ssrc_base=ssrc_base,
+            seq_start=seq_start,
+            per_stream=per_stream,
+            cpus=cpus,
+            timeout=timeout,
+            extra_args=extra_args,
+        )
+
+
+def _run_gen(
+    args: list[str],
+    *,
+    rate: float | None,
+    duration: float,
+    packets: int | None,
+    threads: int,
+    tick_us: int,
+    batch: int,
+    payload: int,
+    ssrc_base: int,
+    seq_start: int,
+    per_stream: bool,
+    cpus: CpuList,
+    timeout: float | None,
+    extra_args: Sequence[str],
+) -> GenResult:
     args += ["--threads", str(threads), "--tick-us", str(tick_us), "--batch", str(batch)]
     args += ["--payload", str(payload)]
     args += ["--ssrc-base", str(ssrc_base), "--seq-start", str(seq_start)]
@@ -729,6 +781,31 @@ def free_port_base(
         f"no free range of {count} ports (step {step}) found in {low}..{high}; "
         f"{len(used)} UDP ports are bound"
     )
+
+
+def free_port_range(
+    count: int, *, low: int = 10000, high: int = 65000, spare: float = 0.1
+) -> tuple[int, int]:
+    """``(first, last)``: a range from an even port, ``count`` ports plus ``spare`` of that,
+    in which nobody has bound a port right now (/proc/net/udp); the lowest such range below the
+    ephemeral range (net.ipv4.ip_local_port_range) when one fits there. Nothing is probed: this
+    is for a program that skips a port it cannot bind (rtpengine, the media worker's allocator),
+    where a port someone takes meanwhile costs a port of the spare, not the run."""
+    want = count + int(count * spare) + 2
+    used = sorted(port for port in bound_udp_ports() if low <= port < high)
+    ephemeral = _ephemeral_low()
+    fallback: tuple[int, int] | None = None
+    for before, after in zip([low - 1, *used], [*used, high], strict=True):
+        first = before + 1 + ((before + 1) & 1)
+        last = first + want - 1
+        if last >= after:
+            continue  # the gap between two bound ports is too small
+        if last < ephemeral:
+            return first, last
+        fallback = fallback or (first, last)
+    if fallback is None:
+        raise LoadgenError(f"no {want} consecutive unbound ports in {low}..{high}")
+    return fallback
 
 
 ProgramT = TypeVar("ProgramT", bound=Program)
