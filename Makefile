@@ -46,6 +46,7 @@ bench-quick: install peers
 
 # The long fuzzing runs (a few seconds of each fuzzer already run inside `make test`).
 robustness: install peers
+	$(PY) -m pip install --quiet atheris || echo "atheris unavailable: the built-in mutator runs instead"
 	$(PY) -m tests.robustness.run
 
 clean:

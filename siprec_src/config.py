@@ -196,6 +196,8 @@ def parse_config(
     except ValueError as exc:
         # tomllib lets int()'s own limit through: an integer of more than 4300 digits.
         raise ConfigFileError(f"TOML value cannot be read: {exc}", file=file) from None
+    except RecursionError:
+        raise ConfigFileError("TOML arrays or tables nested too deeply", file=file) from None
     reader = _Reader(file, os.environ if environ is None else environ, Path(base_dir or "."))
     config = _build(reader, data)
     if reader.errors:
@@ -262,10 +264,18 @@ class _Reader:
         # [[connectors]] array of tables carries passwords), and a long value helps nobody.
         shown = ""
         if not secret and isinstance(value, str | int | float):
-            text = repr(value)
+            text = _value_text(value) if isinstance(value, int) else repr(value)
             shown = f" ({text if len(text) <= 60 else text[:57] + '...'})"
         source = f"environment variable {env}: " if env else ""
         self.error(key, f"{source}expected {expected}, got {_kind(value)}{shown}")
+
+
+def _value_text(value: float) -> str:
+    """A number for a message. TOML's hex, octal and binary integers have no length limit, and
+    ``str()`` of an integer past 4300 digits raises ValueError: such an integer is summarized."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    return str(value)
 
 
 def _kind(value: object) -> str:
@@ -397,7 +407,7 @@ class _Table:
             self.reader.wrong_type(key, allowed, value, secret=False, env=env)
             return default
         if value < minimum or (maximum is not None and value > maximum):
-            self.reader.error(key, f"{value} is out of range; allowed: {allowed}")
+            self.reader.error(key, f"{_value_text(value)} is out of range; allowed: {allowed}")
             return default
         return value
 
@@ -414,10 +424,14 @@ class _Table:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.reader.wrong_type(key, allowed, value, secret=False, env=env)
             return default
-        if not math.isfinite(value) or value < minimum or (above and value == minimum):
-            self.reader.error(key, f"{value} is out of range; allowed: {allowed}")
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past the float range
+            number = math.inf
+        if not math.isfinite(number) or number < minimum or (above and number == minimum):
+            self.reader.error(key, f"{_value_text(value)} is out of range; allowed: {allowed}")
             return default
-        return float(value)
+        return number
 
     def boolean(self, name: str, default: bool) -> bool:
         value, env = self._get(name)
@@ -706,7 +720,7 @@ def _listen_from_text(reader: _Reader, key: str, text: str) -> ListenSpec | None
         return None
     if port_text is None:
         port = DEFAULT_PORTS[transport]  # RFC 3261 §19.1.2: 5060, or 5061 for TLS
-    elif port_text.isdigit():
+    elif port_text.isascii() and port_text.isdigit() and len(port_text) <= 5:  # not "²", not 5000 digits
         port = int(port_text)
     else:
         reader.error(key, f"{text!r}: port {port_text!r} is not a number from 0 to 65535")

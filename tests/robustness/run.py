@@ -1906,11 +1906,16 @@ def target_named(name: str) -> Target:
 INPUT_TIMEOUT = 10  # seconds one input may take before it counts as a hang
 RSS_LIMIT_MB = 2048  # a target process growing past this is a memory finding
 MAX_RESTARTS = 5  # libFuzzer stops at a crash: it is restarted this often within the target's time
-# The atheris child instruments siprec_src as it is imported, before anything else imports it.
+# Imported by their targets when they run (so the short suite does not depend on them to load).
+LAZY_MODULES = ("siprec_src.config", "siprec_src.control.plivo")
+# The atheris child instruments siprec_src as it is imported, before anything else imports it
+# (the lazily imported modules too: coverage is only seen in instrumented code).
 ATHERIS_CHILD = (
-    "import sys, atheris\n"
+    "import importlib, sys, atheris\n"
     "with atheris.instrument_imports(include=['siprec_src']):\n"
     "    import tests.robustness.run as run\n"
+    "    for module in run.LAZY_MODULES:\n"
+    "        importlib.import_module(module)\n"
     "run.atheris_child(sys.argv[1], int(sys.argv[2]), sys.argv[3])\n"
 )
 
