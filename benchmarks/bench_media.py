@@ -68,6 +68,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import statistics
 import sys
@@ -685,8 +686,8 @@ async def _run_step_once(subject: Subject, calls: int, duration: float, quiet_wa
             base_port=base,
             count=streams,
             expect=planned,
-            idle_timeout=3600.0,
-            start_timeout=3600.0,
+            idle_timeout=60.0,
+            start_timeout=300.0,
             srtp=subject.srtp,
             rtcp=True,
             poll_us=SINK_POLL_US,
@@ -1120,6 +1121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pipeline-only", action="store_true", help="skip the subjects")
     parser.add_argument("--no-plot", action="store_true", help="write no PNG")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every program and daemon a step started is stopped.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _main(args, parser)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     ladder = QUICK if args.quick else FULL
     if args.calls:
         ladder = replace(ladder, calls=tuple(int(calls) for calls in args.calls.split(",") if calls))

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -368,7 +369,8 @@ static inline void on_stop_signal(int sig)
     g_stop = 1;
 }
 
-/* SIGINT/SIGTERM set g_stop; no SA_RESTART, so blocking calls return EINTR and loops re-check. */
+/* SIGINT/SIGTERM set g_stop; no SA_RESTART, so blocking calls return EINTR and loops re-check.
+ * The parent's death sends SIGTERM too, so a benchmark killed midway leaves no program behind. */
 static inline void install_stop_handlers(void)
 {
     struct sigaction sa;
@@ -378,6 +380,7 @@ static inline void install_stop_handlers(void)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
 }
 
 #endif

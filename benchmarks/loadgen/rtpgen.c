@@ -29,7 +29,6 @@
 
 #include <ctype.h>
 #include <pthread.h>
-#include <sys/prctl.h>
 
 static const char *PROG = "rtpgen";
 
