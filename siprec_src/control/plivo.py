@@ -101,17 +101,6 @@ class PlivoXmlError(XmlDocumentError):
     invalid_code = "invalid_xml"
     too_large_code = "xml_too_large"
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        line: int | None = None,
-        attribute: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message, line=line, attribute=attribute, code=code)
-        self.field = attribute
-
 
 @dataclass(frozen=True, slots=True)
 class StartPlivoStream:

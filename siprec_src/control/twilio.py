@@ -237,12 +237,7 @@ class TwilioApi:
         return web.json_response(self._siprec_resource(recording), status=201)
 
     async def _update_siprec(self, request: web.Request, call: Call) -> web.Response:
-        form = await request.post()
-        status = _param(form, "Status")
-        if status is None:
-            raise TwilioApiError(*_BAD_REQUEST, "Missing required parameter Status in the post body")
-        if status != "stopped":
-            raise TwilioApiError(*_BAD_REQUEST, f"Status must be 'stopped', not {status!r}")
+        _require_stopped(await request.post())
         recording = self.sidecar.find_recording(call, request.match_info["sid"])
         await self._stop(recording)
         return web.json_response(self._siprec_resource(recording))
@@ -315,12 +310,7 @@ class TwilioApi:
         return web.json_response(self._stream_resource(stream), status=201)
 
     async def _update_stream(self, request: web.Request, call: Call) -> web.Response:
-        form = await request.post()
-        status = _param(form, "Status")
-        if status is None:
-            raise TwilioApiError(*_BAD_REQUEST, "Missing required parameter Status in the post body")
-        if status != "stopped":
-            raise TwilioApiError(*_BAD_REQUEST, f"Status must be 'stopped', not {status!r}")
+        _require_stopped(await request.post())
         stream = call.get_stream(request.match_info["sid"])
         await self.sidecar.stop_stream(stream)
         return web.json_response(self._stream_resource(stream))
@@ -546,6 +536,15 @@ def _basic_credentials(header: str) -> tuple[str, str]:
         return "", ""
     user, _, password = decoded.partition(":")
     return user, password
+
+
+def _require_stopped(form: Mapping[str, object]) -> None:
+    """The only update of a Siprec or Stream resource: ``Status=stopped``."""
+    status = _param(form, "Status")
+    if status is None:
+        raise TwilioApiError(*_BAD_REQUEST, "Missing required parameter Status in the post body")
+    if status != "stopped":
+        raise TwilioApiError(*_BAD_REQUEST, f"Status must be 'stopped', not {status!r}")
 
 
 def _param(form: Mapping[str, object], name: str) -> str | None:

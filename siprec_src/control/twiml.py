@@ -79,7 +79,7 @@ MAX_DEPTH = 8
 class XmlDocumentError(LocalProtocolError):
     """An XML document of an API shape cannot be used. ``line`` (1-based) and ``attribute``
     say where, when known. Subclasses name the shape (``shape``), the request field the
-    document came in (``document_field``) and their codes."""
+    document came in (``document_field``; without one ``field`` is the attribute) and their codes."""
 
     shape: ClassVar[str] = "XML"
     document_field: ClassVar[str | None] = None
@@ -98,7 +98,10 @@ class XmlDocumentError(LocalProtocolError):
         if attribute is not None:
             where = f"{where}, attribute {attribute!r}" if where else f"attribute {attribute!r}"
         text = f"{self.shape} {where}: {message}" if where else f"{self.shape}: {message}"
-        super().__init__(text, field=self.document_field, code=code or self.invalid_code)
+        # The field at fault: the request field the document came in when the shape has one
+        # (Twilio's ``Twiml``), else the attribute (a Plivo XML document is the whole body).
+        field = self.document_field or attribute
+        super().__init__(text, field=field, code=code or self.invalid_code)
         self.line = line
         self.attribute = attribute
 

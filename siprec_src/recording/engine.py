@@ -57,6 +57,7 @@ from siprec_src.recording.session import (
 )
 from siprec_src.recording.stream import DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUEUE_FRAMES, Stream
 from siprec_src.sdp.siprec import PCMU, CodecSpec
+from siprec_src.signaling.timer import CoreTimer
 from siprec_src.signaling.transport import ListenSpec, TlsConfig
 from siprec_src.signaling.useragent import UserAgent
 from siprec_src.sip.target import Destination
@@ -351,7 +352,7 @@ class Engine:
         self.router = SessionRouter(core)
         self.ua: UserAgent | None = None
         self._tls = self.config.tls
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = CoreTimer(self._fire)
         self._flush_scheduled = False
         self._media_queue: asyncio.Queue[tuple[Recording, Action]] = asyncio.Queue()
         self._media_pending: dict[str, int] = {}
@@ -398,8 +399,7 @@ class Engine:
         await asyncio.sleep(0.01)  # let the last BYEs reach the wire
         while self.router.core.awaiting_answer("BYE") and loop.time() < deadline:
             await asyncio.sleep(0.02)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -727,17 +727,9 @@ class Engine:
         self._arm()
 
     def _arm(self) -> None:
-        when = self.router.get_timer()
-        if self._timer is not None:
-            if when is not None and self._timer.when() == when:
-                return
-            self._timer.cancel()
-            self._timer = None
-        if when is not None:
-            self._timer = asyncio.get_running_loop().call_at(when, self._fire)
+        self._timer.arm(self.router.get_timer())
 
     def _fire(self) -> None:
-        self._timer = None
         self.router.handle_timer(self.now())
         self._flush()
 

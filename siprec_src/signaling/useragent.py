@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from siprec_src.errors import LocalProtocolError
 from siprec_src.signaling.resolver import resolve
+from siprec_src.signaling.timer import CoreTimer
 from siprec_src.signaling.transport import ListenSpec, SipTransport, TlsConfig, TransportError
 from siprec_src.sip.auth import Credentials
 from siprec_src.sip.dialog import DialogId
@@ -65,7 +66,7 @@ class UserAgent:
         self._events: asyncio.Queue[UaEvent] = asyncio.Queue()
         self._waiters: dict[int, asyncio.Future[Outcome]] = {}
         self._server_names: dict[Destination, str] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = CoreTimer(self._fire_timer)
         self._sends: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
 
@@ -77,8 +78,7 @@ class UserAgent:
             self.core.local_addresses.setdefault(bound.transport, (bound.host, bound.port))
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         if self._sends:
             await asyncio.gather(*self._sends, return_exceptions=True)
         await self.transport.close()
@@ -264,16 +264,8 @@ class UserAgent:
             self._events.put_nowait(event)
 
     def _arm_timer(self) -> None:
-        when = self.core.get_timer()
-        if self._timer is not None:
-            if when is not None and self._timer.when() == when:
-                return
-            self._timer.cancel()
-            self._timer = None
-        if when is not None:
-            self._timer = self._loop.call_at(when, self._fire_timer)
+        self._timer.arm(self.core.get_timer())
 
     def _fire_timer(self) -> None:
-        self._timer = None
         self.core.handle_timer(self.now())
         self._after()

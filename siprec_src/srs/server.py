@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from siprec_src.errors import ConfigError, SiprecError
+from siprec_src.signaling.timer import CoreTimer
 from siprec_src.signaling.transport import ListenSpec, TlsConfig
 from siprec_src.signaling.useragent import UserAgent
 from siprec_src.sip.message import Request, Response
@@ -124,7 +125,7 @@ class SrsServer:
         self._ended: asyncio.Queue[SessionRecord] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._byes: set[int] = set()  # at close(): our BYEs still waiting for their answer
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = CoreTimer(self._on_timer)
         self._ua: UserAgent | None = None
         self._srs: SrsCore | None = None
         self._closing = False
@@ -167,8 +168,7 @@ class SrsServer:
                     await asyncio.sleep(0.02)
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         await self._ua.close()
 
     async def __aenter__(self) -> SrsServer:
@@ -353,18 +353,10 @@ class SrsServer:
 
     def _arm_timer(self) -> None:
         assert self._srs is not None
-        when = self._srs.get_timer()
-        if self._timer is not None:
-            if when is not None and self._timer.when() == when:
-                return
-            self._timer.cancel()
-            self._timer = None
-        if when is not None:
-            self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+        self._timer.arm(self._srs.get_timer())
 
     def _on_timer(self) -> None:
         assert self._srs is not None and self._ua is not None
-        self._timer = None
         self._srs.handle_timer(self._ua.now())
         self._after()
 
