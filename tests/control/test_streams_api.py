@@ -62,6 +62,7 @@ from siprec_src.recording.connector import connector_for
 from siprec_src.recording.engine import Engine, EngineConfig
 from siprec_src.sdp.siprec import PCMA, PCMU
 from siprec_src.synthetic import SyntheticLeg
+from tests.control.serving import serve
 from tests.pki import make_pki
 from tests.recording.minisrs import MiniSrs
 from tests.recording.wsserver import WsServer
@@ -179,15 +180,6 @@ class World:
         return float(found[1])
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}"
-
-
 @asynccontextmanager
 async def callback_sink() -> AsyncIterator[Sink]:
     sink = Sink()
@@ -207,7 +199,7 @@ async def callback_sink() -> AsyncIterator[Sink]:
 
     app = web.Application()
     app.router.add_route("*", "/cb", receive)
-    runner, base = await _serve(app)
+    runner, base = await serve(app)
     sink.url = f"{base}/cb?tenant=7"
     try:
         yield sink
@@ -248,7 +240,7 @@ async def world(*, signing_secret: str | None = SECRET) -> AsyncIterator[World]:
                 registry = Registry()
                 app = build_app(sidecar, registry)
                 register_callback_metrics(registry, queue)
-                runner, base = await _serve(app)
+                runner, base = await serve(app)
                 try:
                     async with aiohttp.ClientSession() as http:
                         yield World(base, http, sidecar, engine, srs, ws, wss, sink, app, registry)

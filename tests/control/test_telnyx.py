@@ -32,6 +32,7 @@ from siprec_src.metadata.reader import read_siprec_body
 from siprec_src.recording.call import Party
 from siprec_src.recording.connector import connector_for
 from siprec_src.recording.engine import Call, Engine, EngineConfig
+from tests.control.serving import serve
 from tests.recording.minisrs import MiniSrs
 
 KEY = "KEY0123456789ABCDEF_test"
@@ -72,15 +73,6 @@ class World:
             return await self.received.get()
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}"
-
-
 @asynccontextmanager
 async def world(credentials: ApiCredentials | None = None) -> AsyncIterator[World]:
     credentials = credentials or ApiCredentials(telnyx_api_key=KEY)
@@ -95,7 +87,7 @@ async def world(credentials: ApiCredentials | None = None) -> AsyncIterator[Worl
             sidecar = Sidecar(engine, ControlSettings(credentials=credentials), submit=queue.submit)
             app = web.Application()
             telnyx_api.add_routes(app, sidecar)
-            api_runner, base = await _serve(app)
+            api_runner, base = await serve(app)
             received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
             async def receive(request: web.Request) -> web.Response:
@@ -105,7 +97,7 @@ async def world(credentials: ApiCredentials | None = None) -> AsyncIterator[Worl
 
             receiver = web.Application()
             receiver.router.add_post("/hooks", receive)
-            hook_runner, hook_base = await _serve(receiver)
+            hook_runner, hook_base = await serve(receiver)
             call = await engine.open_call(
                 caller=Party("sip:+15551230000@example.com"),
                 callee=Party("sip:+15559870000@example.net"),

@@ -39,6 +39,7 @@ from siprec_src.control.sidecar import Sidecar
 from siprec_src.recording.call import Party
 from siprec_src.recording.connector import connector_for
 from siprec_src.recording.engine import Call, Engine, EngineConfig
+from tests.control.serving import serve
 from tests.recording.minisrs import MiniSrs
 
 ACCOUNT = "AC" + "0123456789abcdef" * 2
@@ -94,15 +95,6 @@ class World:
             return await self.received.get()
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}"
-
-
 @asynccontextmanager
 async def world(credentials: ApiCredentials | None = None) -> AsyncIterator[World]:
     credentials = credentials or ApiCredentials(twilio_account_sid=ACCOUNT, twilio_auth_token=TOKEN)
@@ -118,7 +110,7 @@ async def world(credentials: ApiCredentials | None = None) -> AsyncIterator[Worl
             sidecar = Sidecar(engine, ControlSettings(credentials=credentials), submit=queue.submit)
             app = web.Application()
             twilio_api.add_routes(app, sidecar)
-            api_runner, base = await _serve(app)
+            api_runner, base = await serve(app)
 
             received: asyncio.Queue[Received] = asyncio.Queue()
 
@@ -135,7 +127,7 @@ async def world(credentials: ApiCredentials | None = None) -> AsyncIterator[Worl
 
             receiver = web.Application()
             receiver.router.add_route("*", "/cb", receive)
-            cb_runner, cb_base = await _serve(receiver)
+            cb_runner, cb_base = await serve(receiver)
             call = await engine.open_call(
                 caller=Party("sip:+15551230000@example.com", "Caller"),
                 callee=Party("sip:+15559870000@example.net"),
