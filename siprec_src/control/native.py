@@ -51,6 +51,8 @@ from siprec_src.recording.events import (
     RecordingResumed,
     RecordingStarted,
     RecordingStopped,
+    SessionLost,
+    SessionRecovered,
     StreamDropped,
     StreamEvent,
     StreamPlayed,
@@ -438,6 +440,8 @@ class NativeApi:
             "srs": recording.srs,
             "streams": streams,
             "attempts": _attempts(recording),
+            "recovering": recording.session.recovering,
+            "interruptions": _interruptions(recording),
             "created_at": _timestamp(created),
             "started_at": _timestamp(started) if started else None,
             "updated_at": _timestamp(updated),
@@ -507,6 +511,22 @@ def callback_body(recording: Recording, event: RecordingEvent, now: datetime) ->
             status="in-progress",
             srs=event.srs,
             sip_status=recording.session.final_status or 200,
+        )
+    elif isinstance(event, SessionLost):
+        # The media toward the lost SRS stopped; a new session is being set up (same metadata ids).
+        body.update(
+            event="recording.interrupted",
+            status="in-progress",
+            srs=event.srs,
+            sip_status=event.status,
+            reason=event.reason,
+        )
+    elif isinstance(event, SessionRecovered):
+        body.update(
+            event="recording.recovered",
+            status="in-progress",
+            srs=event.srs,
+            interrupted_for=round(event.interrupted_for, 3),
         )
     elif isinstance(event, RecordingPaused):
         body.update(event="recording.paused", status="paused", by=event.by)
@@ -667,9 +687,27 @@ def _attempts(recording: Recording) -> list[dict[str, Any]]:
             )
             if isinstance(event, AttemptFailed):
                 entry.update(sip_status=event.status, reason=event.reason)
-        elif isinstance(event, RecordingStarted) and last in attempts:
+        elif isinstance(event, RecordingStarted | SessionRecovered) and last in attempts:
             attempts[last].update(sip_status=recording.session.final_status or 200, reason="OK")
     return [attempts[n] for n in sorted(attempts)]
+
+
+def _interruptions(recording: Recording) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for event in recording.events:
+        if isinstance(event, SessionLost):
+            found.append(
+                {
+                    "srs": event.srs,
+                    "sip_status": event.status,
+                    "reason": event.reason,
+                    "recovered_on": None,
+                    "interrupted_for": None,
+                }
+            )
+        elif isinstance(event, SessionRecovered) and found:
+            found[-1].update(recovered_on=event.srs, interrupted_for=round(event.interrupted_for, 3))
+    return found
 
 
 def _party(body: dict[str, Any], field: str) -> Party:

@@ -63,6 +63,8 @@ RECORDING_STATUSES = ("starting", "in-progress", "paused", "stopped", "failed")
 CALLBACK_EVENTS = (
     "recording.attempt-failed",
     "recording.started",
+    "recording.interrupted",
+    "recording.recovered",
     "recording.paused",
     "recording.resumed",
     "recording.stopped",
@@ -450,6 +452,20 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "reason": {"type": ["string", "null"]},
         },
     },
+    "Interruption": {
+        "type": "object",
+        "required": ["srs", "sip_status", "reason", "recovered_on", "interrupted_for"],
+        "properties": {
+            "srs": {"type": "string", "description": "The SRS whose session was lost."},
+            "sip_status": {"type": "integer"},
+            "reason": {"type": "string"},
+            "recovered_on": {"type": ["string", "null"], "description": "The SRS that took it over."},
+            "interrupted_for": {
+                "type": ["number", "null"],
+                "description": "Seconds from the loss being detected to the new session's 2xx.",
+            },
+        },
+    },
     "Recording": {
         "type": "object",
         "required": [
@@ -462,6 +478,8 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "srs",
             "streams",
             "attempts",
+            "recovering",
+            "interruptions",
             "created_at",
             "started_at",
             "updated_at",
@@ -477,6 +495,11 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "srs": {"type": ["string", "null"], "description": "The SRS that took (or is trying) it."},
             "streams": {"type": "array", "items": _ref("Stream")},
             "attempts": {"type": "array", "items": _ref("Attempt")},
+            "recovering": {
+                "type": "boolean",
+                "description": "The SRS was lost mid-call and a new session is being set up.",
+            },
+            "interruptions": {"type": "array", "items": _ref("Interruption")},
             "created_at": _TIME,
             "started_at": {**_TIME, "type": ["string", "null"], "description": "When the SRS accepted."},
             "updated_at": _TIME,
@@ -636,6 +659,10 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "attempt": {"type": "integer"},
             "retry_after": {"type": "integer"},
             "by": {"type": "string", "enum": ["src", "srs"]},
+            "interrupted_for": {
+                "type": "number",
+                "description": "recovered: seconds from the loss being detected to the new session.",
+            },
             "timestamp": _TIME,
         },
     },

@@ -109,6 +109,8 @@ class Connector:
     credentials: tuple[Credentials, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     options_interval: float = 0.0  # 0: no OPTIONS pings
+    # Times one recording may set up a new session after its SRS was lost mid-call (0: never).
+    recovery_attempts: int = 3
     from_uri: str = "sip:siprec-src@localhost"
 
     def __post_init__(self) -> None:
@@ -128,6 +130,8 @@ class Connector:
                 )
         if self.secure and not self.srtp_suites:
             raise ConfigError(f"{where}: secure needs at least one SRTP suite", key="srtp_suites")
+        if self.recovery_attempts < 0:
+            raise ConfigError(f"{where}: recovery_attempts must be 0 or more", key="recovery_attempts")
         if self.attempt_timeout <= 0:
             raise ConfigError(f"{where}: attempt_timeout must be positive", key="attempt_timeout")
         for name, _ in self.headers:

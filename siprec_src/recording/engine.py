@@ -22,6 +22,7 @@ import functools
 import logging
 import random
 import secrets
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -106,7 +107,7 @@ class Recording:
         self.events: list[RecordingEvent] = []
         self.fork_stats: dict[str, ForkStats] = {}
         self.remotes: dict[str, Address] = {}  # label -> where its RTP goes
-        self.media_problems: list[str] = []
+        self.media_problems: deque[str] = deque(maxlen=32)  # the latest ForkSendFailed reasons
         self._engine = engine
         loop = asyncio.get_running_loop()
         self._started: asyncio.Future[None] = loop.create_future()
@@ -116,6 +117,9 @@ class Recording:
     def status(self) -> str:
         """Twilio's words: in-progress, paused, stopped, failed (and starting before the 2xx)."""
         state = self.session.state
+        if self.session.recovering:
+            # The SRS was lost and a new session is being set up: the recording goes on.
+            return "in-progress"
         return {
             State.NEW: "starting",
             State.STARTING: "starting",
@@ -735,6 +739,8 @@ class Engine:
 
     async def _prepare(self, recording: Recording, action: PrepareAttempt) -> None:
         session = recording.session
+        # After a lost session, its forks stop (and their ports go) before new ones are reserved.
+        await self._media_idle(recording)
         try:
             resources = await self._resources(recording, action)
         except (SiprecError, OSError) as exc:
@@ -820,8 +826,8 @@ class Engine:
                 stats = await self._stop_fork(fork_id)
                 if stats is not None:
                     recording.fork_stats[fork_id.rsplit("/", 1)[1]] = stats
-            if recording.session.state.terminal:
-                self._ports.pop(recording.sid, None)
+            if recording.session.state.terminal or set(action.fork_ids) >= set(recording.session.fork_ids):
+                self._ports.pop(recording.sid, None)  # released with the forks
 
     async def _stop_fork(self, fork_id: str) -> ForkStats | None:
         try:
@@ -856,6 +862,9 @@ class Engine:
             recording = self.recordings.get(event.fork_id.rsplit("/", 1)[0])
             if recording is not None:
                 recording.media_problems.append(event.reason)
+                if not recording.session.state.terminal:
+                    # ICMP port unreachable from the SRS's media address: is its SIP side alive?
+                    self._command(recording.session, recording.session.probe)
 
     async def fork_stats(self, recording: Recording) -> dict[str, ForkStats]:
         """Live counters per stream label (final ones once the recording ended)."""

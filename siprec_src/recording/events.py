@@ -44,6 +44,30 @@ class RecordingStarted(RecordingEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class SessionLost(RecordingEvent):
+    """The SRS of the running session is gone (no answer to a re-INVITE within the attempt
+    timeout, 408/481, a transport failure, no refresh from it): the media toward it stopped and
+    a new session is being set up on the connector's SRSs (AttemptStarted/AttemptFailed follow,
+    then SessionRecovered or RecordingFailed)."""
+
+    srs: str
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecovered(RecordingEvent):
+    """A new session took the recording over after SessionLost, with the same metadata ids.
+
+    ``interrupted_for``: seconds from the loss being detected to the new session's 2xx.
+    """
+
+    srs: str
+    sip_call_id: str
+    interrupted_for: float
+
+
+@dataclass(frozen=True, slots=True)
 class StreamRefused(RecordingEvent):
     """The SRS refused one offered stream (port 0); the recording goes on with the others."""
 

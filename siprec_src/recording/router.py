@@ -27,6 +27,7 @@ from siprec_src.sip.useragent import (
     RequestFailed,
     RequestReceived,
     ResponseReceived,
+    TransportLost,
     UaEvent,
     UserAgentCore,
 )
@@ -110,6 +111,12 @@ class SessionRouter:
     # --- events from the core -----------------------------------------------------------------
 
     def handle_ua_event(self, event: UaEvent, now: float) -> None:
+        if isinstance(event, TransportLost):
+            # Rare, and about a peer rather than a request: every session toward it checks.
+            for each in list(self.sessions.values()):
+                each.transport_failed(event.destination, now)
+                self.sync(each)
+            return
         session = self._owner(event)
         if session is None:
             self._unowned(event, now)

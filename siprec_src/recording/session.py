@@ -27,9 +27,13 @@ States and what moves them (STYLE.md #4: state changes only after the action suc
                                                        UpdateForks(sending)
     act/paus   refresh due (we refresh)                re-INVITE with Session-Expires same
     act/paus   re-INVITE 2xx                           UpdateForks, re-arm refresh    same
-    act/paus   re-INVITE 408/481/transport failure     StopForks (the core ended the  failed
-                                                       dialog: no BYE)
-    act/paus   session expired without refresh         BYE, StopForks                 failed
+    act/paus   re-INVITE 408/481/transport failure /   SessionLost, StopForks, BYE    starting
+               no answer in attempt_timeout /          if the dialog lives,           (recovering)
+               session expired without refresh         PrepareAttempt(next SRS)
+    act/paus   ... and no recovery left                the same, no PrepareAttempt    failed
+    act/paus   probe() (ICMP on a fork, connection     re-INVITE (a refresh) now      same
+               to the SRS closed)
+    recovering 2xx, usable answer                      StartForks, SessionRecovered   active/paused
     act/paus   SRS re-INVITE/UPDATE                    answer it, UpdateForks         same
     act/paus   SRS BYE                                 StopForks                      stopped
     act/paus   stop()                                  BYE, StopForks                 stopped
@@ -49,6 +53,15 @@ Decisions where the RFCs leave a choice:
   the next re-INVITE, which always says the whole current state. None leaves while the SRS's
   own re-INVITE awaits its ACK (RFC 3261 §14.1; RFC 3264 §4 when our offer is in that 2xx).
   A pause the SRS never saw (resumed before any re-INVITE carried it) is undone locally.
+- Recovery (RFC 7866 leaves it to the SRC): when the SRS of a running session is gone (a
+  re-INVITE unanswered within ``attempt_timeout``, 408/481 to it, a transport failure, no
+  refresh from an SRS refresher), a new session is set up on the connector's SRSs, starting
+  with the one after the lost SRS and ending with it (it may have restarted), up to
+  ``recovery_attempts`` times per recording. The new session carries the same metadata
+  (group, session and stream ids, RFC 7865 §6) so the SRS side can stitch the parts, fresh
+  SRTP keys (the old key's packet indexes must never be reused, RFC 3711 §9.1) and a new SDP
+  session. ``probe()`` turns a hint (ICMP port unreachable on a fork, the SRS closing the
+  connection) into a re-INVITE at once instead of waiting for the next refresh.
 - Metadata updates are sent as complete snapshots (RFC 7865 allows partial updates; a
   snapshot is always correct, and every SRS we know takes it).
 """
@@ -76,6 +89,8 @@ from siprec_src.recording.events import (
     RecordingResumed,
     RecordingStarted,
     RecordingStopped,
+    SessionLost,
+    SessionRecovered,
     SessionRefreshed,
     StreamRefused,
 )
@@ -103,6 +118,7 @@ from siprec_src.sip.useragent import (
     AckReceived,
     DialogEstablished,
     DialogTerminated,
+    GlareBackoffStarted,
     RequestFailed,
     RequestReceived,
     ResponseReceived,
@@ -116,6 +132,9 @@ RS_METADATA_REQUEST = "application/rs-metadata-request"
 # RFC 7866 §6.1.1: what an SRC accepts in bodies from the SRS.
 ACCEPT = "application/sdp, application/rs-metadata, application/rs-metadata-request"
 MAX_422_RETRIES = 2
+# Hints of a dead SRS (ICMP errors come in bursts, a connection can close and reopen) probe
+# the session at most this often; a refresh or a probe in flight already answers the question.
+MIN_PROBE_INTERVAL = 10.0
 # The Reason (RFC 3326) of a BYE for a 2xx to an INVITE we had given up on.
 ABANDONED_REASON = 'SIP;cause=487;text="recording attempt abandoned"'
 
@@ -253,13 +272,19 @@ class RecordingSession:
         self._streams = [_Stream(plan) for plan in streams]
         if len({s.plan.label for s in self._streams}) != len(self._streams):
             raise LocalProtocolError("stream labels must be unique within a recording")
-        if connector.secure:
-            if generate_key is None:
-                raise LocalProtocolError("a secure recording needs generate_key(suite) -> 'inline:...'")
-            for stream in self._streams:
-                for suite in connector.srtp_suites:
-                    params = generate_key(suite)
-                    stream.keys[suite] = params.removeprefix("inline:").split("|", 1)[0]
+        if connector.secure and generate_key is None:
+            raise LocalProtocolError("a secure recording needs generate_key(suite) -> 'inline:...'")
+        self._generate_key = generate_key
+        self._new_keys()
+        self._configured_expires = expires
+        # SRSs in the order this round of attempts tries them (a recovery starts after the lost one)
+        self._order: tuple[SrsTarget, ...] = connector.srs
+        self._round = 0  # 1-based position in _order of the current attempt
+        self.recoveries = 0  # sessions re-established after the SRS was lost
+        self.recovering = False
+        self._lost_at = 0.0
+        self._lost: str = ""  # "srs: status reason" of the last lost session
+        self._last_probe = float("-inf")
         self._sdp_session_id = self._rng.getrandbits(62)
         self._sdp_version = 0
         self._last_offer: SessionDescription | None = None
@@ -280,6 +305,7 @@ class RecordingSession:
         self._awaiting_ack = False  # we sent a 2xx to an SRS re-INVITE and its ACK has not come
         # deadlines
         self._attempt_deadline: float | None = None
+        self._inflight_deadline: float | None = None
         self._refresh_at: float | None = None
         self._expires_at: float | None = None
         self._actions: deque[Action] = deque()
@@ -300,7 +326,11 @@ class RecordingSession:
         return ids
 
     def get_timer(self) -> float | None:
-        deadlines = [d for d in (self._attempt_deadline, self._refresh_at, self._expires_at) if d is not None]
+        deadlines = [
+            d
+            for d in (self._attempt_deadline, self._inflight_deadline, self._refresh_at, self._expires_at)
+            if d is not None
+        ]
         return min(deadlines) if deadlines else None
 
     def fork_id(self, label: str) -> str:
@@ -318,12 +348,28 @@ class RecordingSession:
     def labels(self) -> tuple[str, ...]:
         return tuple(s.plan.label for s in self._streams)
 
+    @property
+    def destination(self) -> Destination | None:
+        """Where the current attempt or session sends its requests (None before it is prepared)."""
+        return None if self._resources is None else self._resources.destination
+
+    def _new_keys(self) -> None:
+        """Fresh SDES keys for every stream (RFC 4568 §6.1): at start and for each new session."""
+        if not self.connector.secure:
+            return
+        assert self._generate_key is not None
+        for stream in self._streams:
+            for suite in self.connector.srtp_suites:
+                params = self._generate_key(suite)
+                stream.keys[suite] = params.removeprefix("inline:").split("|", 1)[0]
+
     # --- commands -----------------------------------------------------------------------------
 
     def start(self, now: float) -> None:
         if self.state is not State.NEW:
             raise LocalProtocolError(f"recording {self.recording_id} was already started")
         self.state = State.STARTING
+        self._round = 0
         self._next_attempt(now)
 
     def attempt_ready(self, attempt: int, resources: AttemptResources, now: float) -> None:
@@ -400,6 +446,26 @@ class RecordingSession:
             self._send_bye(now, f"SIP;cause={status};text={_quoted(reason)}")
         self._fail(status, reason)
 
+    def probe(self, now: float) -> None:
+        """A hint that the SRS may be gone (ICMP port unreachable on a fork, its connection
+        closed): check the session with a re-INVITE now rather than at the next refresh.
+
+        An answer keeps it; no answer within ``attempt_timeout``, or a transport failure, loses
+        it (and recovers it elsewhere).
+        """
+        if self.state not in (State.ACTIVE, State.PAUSED) or not self._dialog_live():
+            return
+        if self._inflight is not None or now - self._last_probe < MIN_PROBE_INTERVAL:
+            return
+        self._last_probe = now
+        self._refresh_due = True
+        self._want_reinvite(now)
+
+    def transport_failed(self, destination: Destination, now: float) -> None:
+        """The transport lost ``destination`` (connection closed or refused): probe if it is ours."""
+        if self._resources is not None and self._resources.destination == destination:
+            self.probe(now)
+
     def _dialog_live(self) -> bool:
         """Whether there is a dialog to BYE: the core ends it on its own when an in-dialog request
         times out or gets 408/481 (RFC 3261 §12.2.1.2), before the session hears of it."""
@@ -427,9 +493,13 @@ class RecordingSession:
                 self.core.cancel(self._invite_id, now)
                 self._invite_id = None
                 self._attempt_failed(408, f"no final answer within {self.connector.attempt_timeout:g} s", now)
+        if self._inflight_deadline is not None and now >= self._inflight_deadline:
+            self._inflight_deadline = None
+            self._lose(now, 408, f"no answer to a re-INVITE within {self.connector.attempt_timeout:g} s")
+            return
         if self._expires_at is not None and now >= self._expires_at:
             self._expires_at = None
-            self.fail(now, 408, "session expired: no session refresh (RFC 4028 §10)")
+            self._lose(now, 408, "session expired: no session refresh (RFC 4028 §10)")
             return
         if self._refresh_at is not None and now >= self._refresh_at:
             self._refresh_at = None
@@ -462,6 +532,10 @@ class RecordingSession:
             self._on_ack(event, now)
         elif isinstance(event, DialogTerminated):
             self._on_dialog_terminated(event, now)
+        elif isinstance(event, GlareBackoffStarted):
+            if self._inflight is not None and event.request_id == self._inflight.request_id:
+                # RFC 3261 §14.1: our re-INVITE goes again after the back-off; give it its time.
+                self._inflight_deadline = now + event.delay + self.connector.attempt_timeout
 
     def _on_response(self, request_id: int, response: Response, now: float) -> None:
         if request_id == self._invite_id:
@@ -477,31 +551,34 @@ class RecordingSession:
             self._attempt_failed(status, reason, now)
         elif self._inflight is not None and request_id == self._inflight.request_id:
             self._inflight = None
-            self.fail(now, status, f"re-INVITE got no answer: {reason}")
+            self._inflight_deadline = None
+            self._lose(now, status, f"re-INVITE got no answer: {reason}")
 
     # --- the initial INVITE ---------------------------------------------------------------------
 
     def _next_attempt(self, now: float) -> None:
         self._invite_id = None
         self._attempt_deadline = None
-        self._attempt += 1
-        if self._attempt > len(self.connector.srs):
+        self._attempt += 1  # numbers every attempt of the recording, so stale ones are ignored
+        self._round += 1
+        if self._round > len(self._order):
             return
-        self.srs = self.connector.srs[self._attempt - 1]
+        self.srs = self._order[self._round - 1]
         self._actions.append(PrepareAttempt(self.recording_id, self._attempt, self.srs))
 
     def _attempt_failed(self, status: int, reason: str, now: float, retry_after: int | None = None) -> None:
         srs = str(self.srs)
         self._events.append(AttemptFailed(self.recording_id, srs, self._attempt, status, reason, retry_after))
         # DESIGN.md: timeout, 408, 5xx and transport failures move on to the next SRS.
+        lost = f"the session on {self._lost} was lost and " if self.recovering else ""
         if status == 408 or 500 <= status <= 599:
-            if self._attempt < len(self.connector.srs):
+            if self._round < len(self._order):
                 self._next_attempt(now)
                 return
-            tried = len(self.connector.srs)
-            self._fail(status, f"no SRS took the recording ({tried} tried); last: {srs}: {status} {reason}")
+            tried = len(self._order)
+            self._fail(status, f"{lost}no SRS took the recording ({tried} tried); last: {srs}: {status} {reason}")
             return
-        self._fail(status, f"{srs} refused the recording: {status} {reason}")
+        self._fail(status, f"{lost}{srs} refused the recording: {status} {reason}")
 
     def _send_invite(self, now: float, *, from_tag: str | None, cseq: int) -> None:
         resources = self._resources
@@ -587,11 +664,17 @@ class RecordingSession:
             return
         self._apply_timer(response, now)
         self.state = State.PAUSED if self._paused else State.ACTIVE
-        self._events.append(
-            RecordingStarted(
-                self.recording_id, str(self.srs), self.sip_call_id or "", self._timer_value(), self.refresher
+        if self.recovering:
+            self.recovering = False
+            self._events.append(
+                SessionRecovered(self.recording_id, str(self.srs), self.sip_call_id or "", now - self._lost_at)
             )
-        )
+        else:
+            self._events.append(
+                RecordingStarted(
+                    self.recording_id, str(self.srs), self.sip_call_id or "", self._timer_value(), self.refresher
+                )
+            )
         self._apply_answer(result, now, first=True)
         if self.state.terminal:
             return
@@ -768,6 +851,9 @@ class RecordingSession:
         self._inflight = _Inflight(
             request_id, offer, self._paused, with_metadata, self.session_expires or None
         )
+        # An SRS that leaves a re-INVITE unanswered this long is as good as gone: no need to
+        # wait for Timer B (64*T1 = 32 s) with the recording's media going nowhere.
+        self._inflight_deadline = now + self.connector.attempt_timeout
         self._last_offer = offer
         self._metadata_dirty = False
         self._snapshot_requested = False
@@ -792,6 +878,7 @@ class RecordingSession:
         inflight = self._inflight
         assert inflight is not None
         self._inflight = None
+        self._inflight_deadline = None
         status = response.status
         if 200 <= status < 300:
             try:
@@ -823,8 +910,11 @@ class RecordingSession:
                 self._metadata_dirty |= inflight.metadata
                 self._want_reinvite(now)
                 return
-        if status in (408, 422, 481):
+        if status in (408, 481):
             # RFC 3261 §12.2.1.2 / RFC 4028 §10: the dialog (or session) is gone.
+            self._lose(now, status, f"re-INVITE refused: {status} {_reason_of(response)}")
+            return
+        if status == 422:
             self.fail(now, status, f"re-INVITE refused: {status} {_reason_of(response)}")
             return
         # RFC 3261 §14.1: any other failure leaves the session as it was. Try the refresh again
@@ -1038,7 +1128,7 @@ class RecordingSession:
             # comes next and fails the recording with its status (RFC 4028 §10).
             return
         else:
-            self._fail(500, f"dialog ended: {event.reason}")
+            self._lose(now, 500, f"dialog ended: {event.reason}")
 
     # --- endings --------------------------------------------------------------------------------
 
@@ -1048,6 +1138,46 @@ class RecordingSession:
         self._new_request_ids.append(request_id)
         self.dialog_id = None
 
+    def _lose(self, now: float, status: int, reason: str) -> None:
+        """The SRS of the running session is gone: set up a new session, or fail when none is left."""
+        if self.state not in (State.ACTIVE, State.PAUSED) or self.recoveries >= self.connector.recovery_attempts:
+            self.fail(now, status, reason)
+            return
+        lost = self.srs
+        assert lost is not None
+        if self._dialog_live():
+            # Best effort: an SRS that only lost its network gets to close its side.
+            self._send_bye(now, f"SIP;cause={status};text={_quoted(reason)}")
+        self.dialog_id = None
+        self._actions.append(StopForks(self.recording_id, self.fork_ids))
+        self._events.append(SessionLost(self.recording_id, str(lost), status, reason))
+        self.recoveries += 1
+        self.recovering = True
+        self._lost_at = now
+        self._lost = f"{lost} ({status} {reason})"
+        # Everything that belonged to the lost session goes; the metadata (and its ids) stays.
+        self._inflight = None
+        self._inflight_deadline = self._refresh_at = self._expires_at = None
+        self._refresh_due = self._awaiting_ack = self._snapshot_requested = False
+        self._metadata_dirty = self._forks_started = self._sent_paused = False
+        self._offerless_offer = None
+        self.refresher = None
+        self.session_expires = self._configured_expires
+        self.min_se = MIN_SESSION_EXPIRES
+        for stream in self._streams:
+            stream.refused = False
+            stream.answer = None
+        self._new_keys()
+        self._sdp_session_id = self._rng.getrandbits(62)
+        self._sdp_version = 0
+        self._last_offer = None
+        self._resources = None
+        self.state = State.STARTING
+        position = self.connector.srs.index(lost) + 1 if lost in self.connector.srs else 0
+        self._order = self.connector.srs[position:] + self.connector.srs[:position]
+        self._round = 0
+        self._next_attempt(now)
+
     def _fail(self, status: int, reason: str) -> None:
         self._finish(State.FAILED, RecordingFailed(self.recording_id, status, reason))
 
@@ -1055,7 +1185,8 @@ class RecordingSession:
         if self.state.terminal:
             return
         self.state = state
-        self._attempt_deadline = self._refresh_at = self._expires_at = None
+        self.recovering = False
+        self._attempt_deadline = self._inflight_deadline = self._refresh_at = self._expires_at = None
         self._actions.append(StopForks(self.recording_id, self.fork_ids))
         self._events.append(event)
 

@@ -139,6 +139,19 @@ class DialogTerminated(UaEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class TransportLost(UaEvent):
+    """The adapter could not reach ``destination``, or the peer closed the connection to it.
+
+    Reported after the transactions toward it failed (their ``RequestFailed`` come first). A
+    dialog does not end with its connection (RFC 3261 §18: the next request opens a new one),
+    but a TU may take it as a hint that the peer is gone and check.
+    """
+
+    destination: Destination
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class GlareBackoffStarted(UaEvent):
     """A re-INVITE met 491; it is sent again after ``delay`` seconds (RFC 3261 §14.1)."""
 
@@ -526,6 +539,7 @@ class UserAgentCore:
         """The adapter could not deliver to ``destination``: its transactions fail (§8.1.3.1)."""
         self.transactions.transport_error(destination, now, reason)
         self._pump(now)
+        self._events.append(TransportLost(destination, reason))
 
     def reject_malformed(self, raw: bytes, error: SipParseError, source: Destination) -> None:
         """Answer an unparseable request with 400 and the reason, when enough of it is legible.

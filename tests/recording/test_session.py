@@ -28,6 +28,8 @@ from siprec_src.recording.events import (
     RecordingResumed,
     RecordingStarted,
     RecordingStopped,
+    SessionLost,
+    SessionRecovered,
     SessionRefreshed,
     StreamRefused,
 )
@@ -62,6 +64,7 @@ from tests.recording.harness import (
     from_src,
     in_dialog,
     new_session,
+    out_of_dialog,
     reply,
     ring,
     scripted,
@@ -396,7 +399,7 @@ UAS_REFRESHES = [("Session-Expires", "90;refresher=uas"), ("Require", "timer")]
 def test_refresher_uas_without_a_refresh_ends_at_expiry_minus_a_third() -> None:
     link, src, (srs,) = world()
     srs.policy = accept_with(UAS_REFRESHES)
-    session = new_session(src, connector(), session_expires=90)
+    session = new_session(src, connector(recovery_attempts=0), session_expires=90)
     src.run(session, session.start)
     link.run(until=59.9)
     (started,) = src.of(RecordingStarted)
@@ -429,7 +432,7 @@ def srs_refresh(srs: SrsNode, session_expires: str = "90;refresher=uac") -> int:
 def test_refresher_uas_an_srs_refresh_moves_the_expiry() -> None:
     link, src, (srs,) = world()
     srs.policy = accept_with(UAS_REFRESHES)
-    session = new_session(src, connector(), session_expires=90)
+    session = new_session(src, connector(recovery_attempts=0), session_expires=90)
     src.run(session, session.start)
     link.run(until=40.0)
     request_id = srs_refresh(srs)
@@ -473,10 +476,10 @@ def test_an_srs_refresh_that_makes_us_the_refresher_arms_our_refresh() -> None:
 # --- 5. refresh failures --------------------------------------------------------------------------
 
 
-def refresh_answered_by(policy: Policy, then: Policy = accept) -> Started:
+def refresh_answered_by(policy: Policy, then: Policy = accept, *, recovery_attempts: int = 0) -> Started:
     link, src, (srs,) = world()
     srs.policy = scripted(accept_with(TIMER_90), policy, then=then)
-    session = new_session(src, connector(), session_expires=90)
+    session = new_session(src, connector(recovery_attempts=recovery_attempts), session_expires=90)
     src.run(session, session.start)
     return link, src, srs, session
 
@@ -496,30 +499,34 @@ def test_a_481_or_408_to_the_refresh_fails_the_recording() -> None:
         assert session.get_timer() is None
 
 
-def test_a_lost_refresh_fails_the_recording_at_timer_b() -> None:
+def test_a_lost_refresh_fails_the_recording_after_the_attempt_timeout() -> None:
     link, src, _, session = refresh_answered_by(silent)
     link.drop(lambda p: from_src(p) and in_dialog(p) and p.summary == "INVITE", count=None)
-    # RFC 3261 §17.1.1.2: Timer B = 64*T1 = 32 s after the re-INVITE (before the expiry at 90).
-    link.run(until=76.9)
+    # No need to wait for Timer B (64*T1 = 32 s): an SRS that leaves a re-INVITE unanswered
+    # for attempt_timeout (8 s) is as good as gone.
+    link.run(until=52.9)
     assert session.state is State.ACTIVE
-    link.run(until=77.1)
+    link.run(until=53.1)
     assert min(p.sent_at for p in reinvites_from_src(link)) == 45.0
     assert all(p.dropped for p in reinvites_from_src(link))
     (failed,) = src.of(RecordingFailed)
-    assert failed.status == 408
+    assert failed.status == 408 and "within 8 s" in failed.reason
     link.run(until=200.0)
     assert src.kinds() == ["AttemptStarted", "RecordingStarted", "RecordingFailed"]
     assert session.state is State.FAILED
-    assert link.sent(from_src, request("BYE")) == []
+    # The dialog still lives for the core (its transaction has not timed out): it gets a BYE.
+    (bye,) = link.sent(from_src, request("BYE"))
+    assert bye.sent_at == 53.0
+    assert (bye.message.headers.get("Reason") or "").startswith("SIP;cause=408")
 
 
-def test_a_refresh_that_is_never_answered_ends_the_session_at_expiry_with_bye() -> None:
-    # The SRS sends 100 Trying, so the transaction never times out: the session expiry does.
+def test_a_refresh_that_is_never_answered_ends_the_session_after_the_attempt_timeout() -> None:
+    # The SRS sends 100 Trying, so the transaction never times out: our deadline decides.
     link, src, _, _ = refresh_answered_by(silent)
     link.run(until=200.0)
     assert [p.sent_at for p in reinvites_from_src(link)] == [45.0]
     (bye,) = link.sent(from_src, request("BYE"))
-    assert bye.sent_at == 90.0
+    assert bye.sent_at == 53.0
     assert (bye.message.headers.get("Reason") or "").startswith("SIP;cause=408")
     assert [f.status for f in src.of(RecordingFailed)] == [408]
 
@@ -538,6 +545,178 @@ def test_a_500_to_the_refresh_keeps_the_session_and_retries_before_expiry() -> N
     assert session.state is State.ACTIVE
     assert src.of(RecordingFailed) == []
     assert session.get_timer() == 67.5 + 45
+
+
+# --- 5b. recovery after the SRS is lost mid-call ---------------------------------------------------
+
+
+def _ids(request: Request) -> tuple[object, ...]:
+    _sdp, metadata = read_siprec_body(request.content_type or "", request.body)
+    return (
+        [g.group_id for g in metadata.groups],
+        [x.session_id for x in metadata.sessions],
+        sorted((x.stream_id, x.label) for x in metadata.streams),
+    )
+
+
+def test_a_lost_session_is_recovered_on_the_next_srs_with_the_same_metadata_ids() -> None:
+    link, src, (srs1, srs2) = world(2)
+    srs1.policy = accept_with(TIMER_90)
+    session = new_session(src, connector(2), session_expires=90)
+    src.run(session, session.start)
+    link.run(until=10.0)
+    (first,) = srs1.invites()
+    # SRS 1 dies: nothing reaches it any more. ICMP on a fork makes the driver probe.
+    link.drop(to_srs(0), count=None)
+    src.run(session, session.probe)
+    link.flush()
+    (probe,) = reinvites_from_src(link)
+    assert probe.sent_at == 10.0 and probe.message.headers.get("Session-Expires") == "90;refresher=uac"
+    link.run(until=17.9)
+    assert session.state is State.ACTIVE and src.of(SessionLost) == []
+    link.run(until=18.1)
+    # attempt_timeout (8 s) without an answer: lost, BYE to it (best effort), forks stopped,
+    # a new session on SRS 2 at once.
+    (lost,) = src.of(SessionLost)
+    assert (lost.srs, lost.status) == (SRS1, 408) and "within 8 s" in lost.reason
+    (bye,) = link.sent(from_src, request("BYE"), to_srs(0))
+    assert bye.sent_at == 18.0 and bye.message.call_id == first.call_id
+    assert src.of(StopForks)[-1].fork_ids == ("SR0001/1", "SR0001/2")
+    (second,) = srs2.invites()
+    assert second.call_id != first.call_id
+    assert _ids(second) == _ids(first)  # RFC 7865 §6: the SRS side stitches on these
+    assert parse_sdp(sdp_of(second)).origin.session_id != parse_sdp(sdp_of(first)).origin.session_id
+    (recovered,) = src.of(SessionRecovered)
+    assert recovered.srs == SRS2 and recovered.interrupted_for == 0.0  # zero latency link
+    assert session.state is State.ACTIVE and str(session.srs) == SRS2 and session.recoveries == 1
+    assert src.kinds() == [
+        "AttemptStarted",
+        "RecordingStarted",
+        "SessionLost",
+        "AttemptStarted",
+        "SessionRecovered",
+    ]
+    assert [type(a).__name__ for a in src.actions] == [
+        "PrepareAttempt",
+        "StartForks",
+        "StopForks",
+        "PrepareAttempt",
+        "StartForks",
+    ]
+    assert [f.local for f in src.of(StartForks)[-1].forks] == [("192.0.2.1", 40000), ("192.0.2.1", 40002)]
+    # The new session refreshes on its own timer, toward SRS 2 only.
+    link.run(until=70.0)
+    # (The abandoned probe's own retransmissions toward SRS 1 run out at Timer B, as any
+    # client transaction's: RFC 3261 §17.1.1.2.)
+    assert [p.sent_at for p in link.sent(from_src, request("INVITE"), in_dialog, to_srs(1))] == [63.0]
+    assert session.state is State.ACTIVE
+
+
+def test_recovery_tries_the_lost_srs_last_and_fails_when_none_takes_it() -> None:
+    link, src, (srs1, srs2) = world(2, detached=[1])  # SRS 2 is not there: silence
+    srs1.policy = scripted(accept_with(TIMER_90), reply(481), then=reply(503, [("Retry-After", "30")]))
+    session = new_session(src, connector(2), session_expires=90)
+    src.run(session, session.start)
+    link.run(until=200.0)
+    # 481 to the refresh at 45: the dialog is gone (no BYE); SRS 2 is silent for 8 s, then
+    # SRS 1 (it may have restarted) answers 503.
+    assert link.sent(from_src, request("BYE")) == []
+    invites = link.sent(from_src, request("INVITE"), out_of_dialog)
+    assert [(p.sent_at, to_srs(1)(p)) for p in invites if p.sent_at >= 45.0][:1] == [(45.0, True)]
+    assert [p.sent_at for p in invites if to_srs(0)(p)] == [0.0, 53.0]
+    assert [(f.srs, f.status) for f in src.of(AttemptFailed)] == [(SRS2, 408), (SRS1, 503)]
+    (failed,) = src.of(RecordingFailed)
+    assert failed.status == 503
+    assert failed.reason.startswith(f"the session on {SRS1} (481 ")
+    assert "no SRS took the recording (2 tried); last: " + SRS1 + ": 503" in failed.reason
+    assert session.state is State.FAILED and session.get_timer() is None
+    assert src.kinds() == [
+        "AttemptStarted",
+        "RecordingStarted",
+        "SessionLost",
+        "AttemptStarted",
+        "AttemptFailed",
+        "AttemptStarted",
+        "AttemptFailed",
+        "RecordingFailed",
+    ]
+
+
+def test_recoveries_are_bounded_by_recovery_attempts() -> None:
+    link, src, (srs,) = world()
+    srs.policy = scripted(accept_with(TIMER_90), reply(481), accept_with(TIMER_90), reply(481))
+    session = new_session(src, connector(recovery_attempts=1), session_expires=90)
+    src.run(session, session.start)
+    link.run(until=200.0)
+    # One SRS: the recovery goes back to it. The second loss is final.
+    assert [p.sent_at for p in link.sent(from_src, request("INVITE"), out_of_dialog)] == [0.0, 45.0]
+    assert src.kinds() == [
+        "AttemptStarted",
+        "RecordingStarted",
+        "SessionLost",
+        "AttemptStarted",
+        "SessionRecovered",
+        "RecordingFailed",
+    ]
+    (failed,) = src.of(RecordingFailed)
+    assert failed.status == 481 and session.recoveries == 1
+
+
+def test_a_probe_the_srs_answers_keeps_the_session_and_probes_are_rate_limited() -> None:
+    link, src, (srs,) = world()
+    session = new_session(src, connector(), session_expires=90)
+    srs.policy = accept_with(TIMER_90)
+    src.run(session, session.start)
+    link.run(until=10.0)
+    src.run(session, session.probe)
+    link.run(until=11.0)
+    assert [p.sent_at for p in reinvites_from_src(link)] == [10.0]
+    assert session.state is State.ACTIVE and src.of(SessionLost) == []
+    # The answer was a refresh: the next one is due 45 s after it, not at 45.
+    assert session.get_timer() == 55.0
+    src.run(session, session.probe)  # within MIN_PROBE_INTERVAL of the last: nothing sent
+    link.run(until=19.9)
+    assert len(reinvites_from_src(link)) == 1
+    link.run(until=20.0)
+    src.run(session, session.probe)
+    link.run(until=21.0)
+    assert [p.sent_at for p in reinvites_from_src(link)] == [10.0, 20.0]
+    assert session.state is State.ACTIVE
+
+
+def test_a_transport_failure_toward_the_srs_probes_its_sessions_only() -> None:
+    link, src, (srs1, srs2) = world(2)
+    one = new_session(src, connector(), recording_id="SR0001")
+    src.run(one, one.start)
+    link.run(until=1.0)
+    other = new_session(src, connector(2), recording_id="SR0002")
+    # SR0002's INVITE to SRS 1 is lost (and its retransmissions)...
+    link.drop(lambda p: to_srs(0)(p) and p.sent_at < 9.0, count=None)
+    src.run(other, other.start)
+    link.run(until=9.0)  # ... so it fails over to SRS 2
+    assert str(other.srs) == SRS2 and other.state is State.ACTIVE
+    assert one.destination is not None
+    src.transport_error(one.destination, link.clock.now, "connection closed by peer")
+    link.flush()
+    reinvites = reinvites_from_src(link)
+    assert [(p.sent_at, to_srs(0)(p)) for p in reinvites] == [(9.0, True)]
+    link.run(until=10.0)
+    assert one.state is State.ACTIVE and other.state is State.ACTIVE
+
+
+def test_stop_during_recovery_cancels_the_new_attempt() -> None:
+    link, src, (srs1, srs2) = world(2)
+    srs1.policy = scripted(accept_with(TIMER_90), reply(481))
+    srs2.policy = ring
+    session = new_session(src, connector(2), session_expires=90)
+    src.run(session, session.start)
+    link.run(until=46.0)
+    assert src.kinds()[-2:] == ["SessionLost", "AttemptStarted"]
+    src.run(session, session.stop)
+    link.run(until=50.0)
+    assert link.sent(from_src, request("CANCEL"), to_srs(1))
+    assert src.kinds()[-1] == "RecordingStopped"
+    assert session.state is State.STOPPED and session.get_timer() is None
 
 
 # --- 6. SRS BYE ----------------------------------------------------------------------------------
