@@ -35,14 +35,18 @@ from siprec_src.media.spec import Address, Leg, LegSpec, SrtpKeys
 from siprec_src.media.srtp import generate_key_params
 from siprec_src.metadata.model import RecordingMetadata, for_call
 from siprec_src.recording.call import MAX_STREAMS_PER_CALL, Party, Track, check_name, stream_roles
-from siprec_src.recording.connector import Connector, Edge, connector_for, parse_srs
+from siprec_src.recording.connector import Connector, Edge, SrsTarget, connector_for, parse_srs
 from siprec_src.recording.events import (
+    AttemptFailed,
     RecordingEvent,
     RecordingFailed,
     RecordingStarted,
     RecordingStopped,
+    SessionLost,
+    SessionRecovered,
     StreamEvent,
 )
+from siprec_src.recording.health import SrsHealth
 from siprec_src.recording.playback import PlaybackDestination
 from siprec_src.recording.router import SessionRouter
 from siprec_src.recording.session import (
@@ -61,8 +65,10 @@ from siprec_src.sdp.siprec import PCMU, CodecSpec
 from siprec_src.signaling.timer import CoreTimer
 from siprec_src.signaling.transport import ListenSpec, TlsConfig
 from siprec_src.signaling.useragent import UserAgent
+from siprec_src.sip.headers import NameAddress
 from siprec_src.sip.target import Destination
-from siprec_src.sip.useragent import UaConfig, UaEvent, UserAgentCore
+from siprec_src.sip.uri import SipUri
+from siprec_src.sip.useragent import RequestFailed, UaConfig, UaEvent, UserAgentCore
 from siprec_src.streams.options import StreamOptions, TwilioStreamOptions
 
 log = logging.getLogger(__name__)
@@ -363,6 +369,7 @@ class Engine:
         self._media_drained: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ports: dict[str, tuple[str, dict[str, int]]] = {}  # sid -> (bind host, label -> port)
+        self.health = SrsHealth()  # which SRSs answered lately: new recordings try those first
         self._started = False
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -386,6 +393,9 @@ class Engine:
             core.local_addresses["tls"] = core.local_addresses["tcp"]
         self._spawn(self._run_media_commands())
         self._spawn(self._watch_media())
+        for connector in self.config.connectors.values():
+            if connector.options_interval > 0:
+                self._spawn(self._ping_loop(connector))
 
     async def close(self, *, bye_timeout: float = 4.0) -> None:
         """End every call (BYE to every SRS), then stop SIP and media.
@@ -616,6 +626,7 @@ class Engine:
             generate_key=generate_key_params,
             rng=self._rng,
             cname=f"siprec-src-{sid[2:10]}",
+            health=self.health,
         )
         recording = Recording(self, call, session, name=name, track=track)
         call.recordings[sid] = recording
@@ -720,6 +731,7 @@ class Engine:
                     self._media_pending[recording.sid] = self._media_pending.get(recording.sid, 0) + 1
                     self._media_queue.put_nowait((recording, action))
             for event in events:
+                self._note_health(event)
                 recording._on_event(event)
                 if self.on_event is not None:
                     try:
@@ -732,6 +744,60 @@ class Engine:
 
     def _arm(self) -> None:
         self._timer.arm(self.router.get_timer())
+
+    def _note_health(self, event: RecordingEvent) -> None:
+        if isinstance(event, AttemptFailed):
+            self.health.failed(event.srs, event.status, self.now(), event.retry_after)
+        elif isinstance(event, SessionLost):
+            self.health.failed(event.srs, event.status, self.now())
+        elif isinstance(event, RecordingStarted | SessionRecovered):
+            self.health.answered(event.srs)
+
+    # --- OPTIONS pings (connector.options_interval) -------------------------------------------
+
+    async def _ping_loop(self, connector: Connector) -> None:
+        """OPTIONS to every SRS of ``connector`` each ``options_interval`` (RFC 3261 §11).
+
+        A silent SRS is marked down (new recordings try it last) and its running sessions are
+        probed at once: over UDP a dead host sends no ICMP, and this finds it within
+        ``options_interval + attempt_timeout`` rather than at the next session refresh.
+        """
+        while True:
+            await asyncio.sleep(connector.options_interval)
+            await asyncio.gather(*(self._ping(connector, target) for target in connector.srs))
+
+    async def _ping(self, connector: Connector, target: SrsTarget) -> None:
+        assert self.ua is not None
+        srs = str(target)
+        try:
+            destination, contact = await self._route(target)
+            core = self.router.core
+            request = core.create_request(
+                "OPTIONS",
+                target.uri,
+                NameAddress(SipUri.parse(connector.from_uri)),
+                NameAddress(replace(target.uri, params=(), headers=())),
+                transport=destination.transport,
+            )
+            request_id = self.ua.send(
+                request, destination, via_address=contact, credentials=connector.credentials
+            )
+            outcome = await self.ua.wait(request_id, timeout=connector.attempt_timeout)
+        except TimeoutError:
+            status, reason = 408, f"no answer to OPTIONS within {connector.attempt_timeout:g} s"
+        except (SiprecError, OSError) as exc:
+            status, reason = 503, str(exc)
+        else:
+            if not isinstance(outcome, RequestFailed):
+                # Any answer, even 403 or 405, says the SRS is there (RFC 3261 §11.2).
+                self.health.answered(srs)
+                return
+            status, reason = outcome.status, outcome.reason
+        self.health.failed(srs, status, self.now())
+        log.warning("SRS %s did not answer OPTIONS: %s %s", srs, status, reason)
+        for session in list(self.router.sessions.values()):
+            if session.srs is not None and str(session.srs) == srs and not session.state.terminal:
+                self._command(session, session.probe)
 
     def _fire(self) -> None:
         self.router.handle_timer(self.now())
@@ -749,12 +815,17 @@ class Engine:
             return
         self._command(session, lambda now: session.attempt_ready(action.attempt, resources, now))
 
-    async def _resources(self, recording: Recording, action: PrepareAttempt) -> AttemptResources:
-        assert self.ua is not None
-        target = action.target
+    def _edge(self, target: SrsTarget) -> Edge | None:
         edge = self.config.edges.get(target.edge) if target.edge else None
         if target.edge and edge is None:
             raise LocalProtocolError(f"unknown edge {target.edge!r}")
+        return edge
+
+    async def _route(self, target: SrsTarget) -> tuple[Destination, Address]:
+        """Where requests to ``target`` go (its edge's outbound proxy, or the URI resolved) and
+        the address Via and Contact name (the edge's advertised one, or our listener's)."""
+        assert self.ua is not None
+        edge = self._edge(target)
         hop = edge.outbound_proxy if edge is not None and edge.outbound_proxy is not None else target.uri
         # SIPREC INVITEs often exceed 1300 bytes; we keep the transport the URI implies rather
         # than switch to TCP (RFC 3261 §18.1.1), because most SRSs listen on UDP only.
@@ -764,14 +835,20 @@ class Engine:
         if local is None:
             raise LocalProtocolError(f"no {transport} listener to reach {target}")
         contact_host, contact_port = local
-        bind = edge.bind_host if edge is not None else self.config.media_host
-        advertised = edge.media_host if edge is not None else (self.config.media_advertised or bind)
         if edge is not None and edge.advertised_host:
             contact_host = edge.advertised_host
+        return Destination(transport, destination.host, destination.port), (contact_host, contact_port)
+
+    async def _resources(self, recording: Recording, action: PrepareAttempt) -> AttemptResources:
+        target = action.target
+        edge = self._edge(target)
+        destination, contact = await self._route(target)
+        bind = edge.bind_host if edge is not None else self.config.media_host
+        advertised = edge.media_host if edge is not None else (self.config.media_advertised or bind)
         ports = await self._reserve(recording, bind)
         return AttemptResources(
-            destination=Destination(transport, destination.host, destination.port),
-            contact=(contact_host, contact_port),
+            destination=destination,
+            contact=contact,
             media_host=advertised,
             ports=ports,
             media_bind=bind,

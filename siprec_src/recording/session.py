@@ -94,6 +94,7 @@ from siprec_src.recording.events import (
     SessionRefreshed,
     StreamRefused,
 )
+from siprec_src.recording.health import SrsHealth, marks_down
 from siprec_src.sdp.session import Direction, SdpError, SessionDescription, parse_sdp
 from siprec_src.sdp.siprec import (
     CodecSpec,
@@ -243,6 +244,7 @@ class RecordingSession:
         generate_key: Callable[[str], str] | None = None,
         rng: random.Random | None = None,
         cname: str = "siprec-src",
+        health: SrsHealth | None = None,
     ) -> None:
         if not streams:
             raise LocalProtocolError("a recording needs at least one stream")
@@ -279,6 +281,7 @@ class RecordingSession:
         self._configured_expires = expires
         # SRSs in the order this round of attempts tries them (a recovery starts after the lost one)
         self._order: tuple[SrsTarget, ...] = connector.srs
+        self._health = health  # shared with the other sessions: SRSs known down are tried last
         self._round = 0  # 1-based position in _order of the current attempt
         self.recoveries = 0  # sessions re-established after the SRS was lost
         self.recovering = False
@@ -369,6 +372,8 @@ class RecordingSession:
         if self.state is not State.NEW:
             raise LocalProtocolError(f"recording {self.recording_id} was already started")
         self.state = State.STARTING
+        if self._health is not None:
+            self._order = self._health.order(self.connector.srs, now)
         self._round = 0
         self._next_attempt(now)
 
@@ -532,10 +537,13 @@ class RecordingSession:
             self._on_ack(event, now)
         elif isinstance(event, DialogTerminated):
             self._on_dialog_terminated(event, now)
-        elif isinstance(event, GlareBackoffStarted):
-            if self._inflight is not None and event.request_id == self._inflight.request_id:
-                # RFC 3261 §14.1: our re-INVITE goes again after the back-off; give it its time.
-                self._inflight_deadline = now + event.delay + self.connector.attempt_timeout
+        elif (
+            isinstance(event, GlareBackoffStarted)
+            and self._inflight is not None
+            and event.request_id == self._inflight.request_id
+        ):
+            # RFC 3261 §14.1: our re-INVITE goes again after the back-off; give it its time.
+            self._inflight_deadline = now + event.delay + self.connector.attempt_timeout
 
     def _on_response(self, request_id: int, response: Response, now: float) -> None:
         if request_id == self._invite_id:
@@ -571,12 +579,13 @@ class RecordingSession:
         self._events.append(AttemptFailed(self.recording_id, srs, self._attempt, status, reason, retry_after))
         # DESIGN.md: timeout, 408, 5xx and transport failures move on to the next SRS.
         lost = f"the session on {self._lost} was lost and " if self.recovering else ""
-        if status == 408 or 500 <= status <= 599:
+        if marks_down(status):
             if self._round < len(self._order):
                 self._next_attempt(now)
                 return
             tried = len(self._order)
-            self._fail(status, f"{lost}no SRS took the recording ({tried} tried); last: {srs}: {status} {reason}")
+            last = f"last: {srs}: {status} {reason}"
+            self._fail(status, f"{lost}no SRS took the recording ({tried} tried); {last}")
             return
         self._fail(status, f"{lost}{srs} refused the recording: {status} {reason}")
 
@@ -666,15 +675,15 @@ class RecordingSession:
         self.state = State.PAUSED if self._paused else State.ACTIVE
         if self.recovering:
             self.recovering = False
+            interrupted = now - self._lost_at
             self._events.append(
-                SessionRecovered(self.recording_id, str(self.srs), self.sip_call_id or "", now - self._lost_at)
+                SessionRecovered(self.recording_id, str(self.srs), self.sip_call_id or "", interrupted)
             )
         else:
-            self._events.append(
-                RecordingStarted(
-                    self.recording_id, str(self.srs), self.sip_call_id or "", self._timer_value(), self.refresher
-                )
+            started = RecordingStarted(
+                self.recording_id, str(self.srs), self.sip_call_id or "", self._timer_value(), self.refresher
             )
+            self._events.append(started)
         self._apply_answer(result, now, first=True)
         if self.state.terminal:
             return
@@ -1140,7 +1149,8 @@ class RecordingSession:
 
     def _lose(self, now: float, status: int, reason: str) -> None:
         """The SRS of the running session is gone: set up a new session, or fail when none is left."""
-        if self.state not in (State.ACTIVE, State.PAUSED) or self.recoveries >= self.connector.recovery_attempts:
+        exhausted = self.recoveries >= self.connector.recovery_attempts
+        if self.state not in (State.ACTIVE, State.PAUSED) or exhausted:
             self.fail(now, status, reason)
             return
         lost = self.srs
@@ -1175,6 +1185,8 @@ class RecordingSession:
         self.state = State.STARTING
         position = self.connector.srs.index(lost) + 1 if lost in self.connector.srs else 0
         self._order = self.connector.srs[position:] + self.connector.srs[:position]
+        if self._health is not None:
+            self._order = self._health.order(self._order, now)
         self._round = 0
         self._next_attempt(now)
 

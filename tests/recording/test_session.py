@@ -613,7 +613,7 @@ def test_a_lost_session_is_recovered_on_the_next_srs_with_the_same_metadata_ids(
 
 
 def test_recovery_tries_the_lost_srs_last_and_fails_when_none_takes_it() -> None:
-    link, src, (srs1, srs2) = world(2, detached=[1])  # SRS 2 is not there: silence
+    link, src, (srs1, _) = world(2, detached=[1])  # SRS 2 is not there: silence
     srs1.policy = scripted(accept_with(TIMER_90), reply(481), then=reply(503, [("Retry-After", "30")]))
     session = new_session(src, connector(2), session_expires=90)
     src.run(session, session.start)
@@ -685,7 +685,7 @@ def test_a_probe_the_srs_answers_keeps_the_session_and_probes_are_rate_limited()
 
 
 def test_a_transport_failure_toward_the_srs_probes_its_sessions_only() -> None:
-    link, src, (srs1, srs2) = world(2)
+    link, src, _ = world(2)
     one = new_session(src, connector(), recording_id="SR0001")
     src.run(one, one.start)
     link.run(until=1.0)
