@@ -21,8 +21,9 @@ receive time of each packet (SO_TIMESTAMPNS) for latency.
 - ``siprec`` / ``siprec-srtp``: one ``siprec_src`` media worker process: two tap legs per call,
   each forked to its recorder port with the product's default pipeline (own SSRC, continuous
   sequence numbers and timestamps), plain RTP or SRTP (AES_CM_128_HMAC_SHA1_80). Set up through
-  ``MediaEngine`` (the worker's control API), not yet through the REST API toward a stub SRS:
-  ``_siprec`` is the one function to switch when that API lands.
+  the product's control path: the sidecar's REST API opens the calls and their both-track
+  recordings, SIPREC INVITEs (over TLS for SRTP) go to a stub SRS that answers each fork toward
+  its sink port (``benchmarks/siprec_subject.py``, ``benchmarks/stub_srs.py``).
 - ``siprec-2w``: the same with two workers, calls spread over both. They get a core each when the
   machine has at least three CPUs; with two, both share the subject's core, so the figure shows
   what splitting costs, not what a second core gains (see the report's note).
@@ -87,7 +88,7 @@ from benchmarks.report import (
     machine,
     write_report,
 )
-from siprec_src.media import ForkSpec, Leg, LegSpec, MediaConfig, MediaEngine, SrtpKeys
+from siprec_src.media import ForkSpec, Leg, LegSpec, SrtpKeys
 from siprec_src.media.pipeline import ForkPipeline, LegReceiver
 from siprec_src.media.rtp import RtpPacket
 from siprec_src.media.srtp import generate_key_params
@@ -108,7 +109,6 @@ KEPT_UP_LAG = 0.1  # seconds: the last packet arrived this soon after the last s
 # not include this polling: they use the kernel's receive time.
 SINK_POLL_US = 1000
 NG_CONCURRENCY = 32  # ng requests in flight while setting up rtpengine's calls
-SETUP_CONCURRENCY = 64  # calls being set up at once on our media engine
 RTPENGINE_PORTS_PER_CALL = 8  # 2 legs + 2 subscriptions, RTP and RTCP each
 PIPELINE_MODES = ("plain", "rewrite", "srtp")
 
@@ -376,72 +376,28 @@ async def _c_relay(
 async def _siprec(
     subject: Subject, calls: int, sink_base: int, cpus: list[int] | None
 ) -> AsyncIterator[Running]:
-    """``calls`` calls on siprec_src media workers: per call two tap legs, each forked to its
-    sink port with the product's default pipeline (rewrite, plus SRTP for ``subject.srtp``).
-
-    This is the one place that sets up siprec_src. It drives ``MediaEngine`` (the API the
-    recording layer uses); issue 8 wants calls and recordings created through the REST API
-    toward a stub SRS instead, which only has to change this function.
+    """``calls`` calls on siprec_src media workers, set up as a user would: calls and both-track
+    recordings created through the sidecar's REST API, SIPREC INVITEs answered by a stub SRS
+    that sends each fork to its sink port (``benchmarks/stub_srs.py``); SRTP toward the SRS
+    (and SIP over TLS) for ``subject.srtp``. The pipelines are the product's: rewrite, + SRTP.
     """
     from benchmarks import loadgen
+    from benchmarks.siprec_subject import sidecar_subject
 
     workers = subject.processes
     streams = LEGS_PER_CALL * calls
     # A leg and a fork per stream, each an RTP/RTCP pair; split in equal halves between workers.
-    port_min, port_max = loadgen.free_port_range(4 * streams + 16 * workers)
-    config = MediaConfig(workers=workers, port_min=port_min, port_max=port_max, stream_timeout=3600.0)
-    engine = MediaEngine(config)
-    await engine.start()
-    try:
-        pids = [pid for pid in engine.worker_pids if pid is not None]
-        for index, pid in enumerate(pids):
-            if cpus is not None:
-                os.sched_setaffinity(pid, {cpus[index % len(cpus)]})
-        targets = [0] * streams
-        mode = "srtp" if subject.srtp else "rewrite"
-        gate = asyncio.Semaphore(SETUP_CONCURRENCY)
-
-        async def open_call(index: int) -> None:
-            call = f"call-{index}"
-            async with gate:
-                for number, leg in enumerate((Leg.INBOUND, Leg.OUTBOUND)):
-                    stream = LEGS_PER_CALL * index + number
-                    tap = await engine.open_leg(LegSpec(call, leg, bind_host=HOST))
-                    assert tap is not None
-                    targets[stream] = tap[1]
-                    fork = f"fork-{stream}"
-                    local = await engine.reserve_fork_port(call, fork, HOST)
-                    spec = _fork_spec(
-                        mode,
-                        fork,
-                        local,
-                        call_id=call,
-                        leg=leg,
-                        remote_rtp=(HOST, sink_base + 2 * stream),
-                        remote_rtcp=(HOST, sink_base + 2 * stream + 1),
-                        ssrc=0x5EC00000 + stream,
-                    )
-                    await engine.start_fork(spec)
-
-        await asyncio.gather(*(open_call(index) for index in range(calls)))
-
-        async def counters() -> dict[str, ParamValue]:
-            forks = [await engine.fork_stats(f"fork-{stream}") for stream in range(streams)]
-            legs = [
-                await engine.leg_stats(f"call-{i}", leg)
-                for i in range(calls)
-                for leg in (Leg.INBOUND, Leg.OUTBOUND)
-            ]
-            return {
-                "leg_received": sum(leg.packets for leg in legs),
-                "forwarded": sum(fork.packets_sent for fork in forks),
-                "send_errors": sum(fork.send_errors for fork in forks),
-                "srtp_failures": sum(fork.srtp_failures for fork in forks),
-            }
-
-        yield Running(targets, pids, counters, {"workers": workers})
-    finally:
-        await engine.close()
+    port_range = loadgen.free_port_range(4 * streams + 16 * workers)
+    async with sidecar_subject(
+        host=HOST,
+        calls=calls,
+        workers=workers,
+        srtp=subject.srtp,
+        sink_base=sink_base,
+        port_range=port_range,
+        cpus=cpus,
+    ) as (targets, pids, counters):
+        yield Running(targets, pids, counters, {"workers": workers, "setup": "REST API + stub SRS"})
 
 
 class Blackholes:

@@ -59,6 +59,10 @@ def test_a_tiny_run_writes_the_report_and_a_png(tmp_path: Path) -> None:
         assert ("cpu_s" in params) == (subject != "direct")
     assert figures["step.siprec.5"]["params"]["forwarded"] == 150
     assert figures["step.siprec-2w.5"]["params"]["workers"] == 2
+    # Set up as users do: REST API calls and recordings, SIPREC INVITEs to the stub SRS.
+    for subject in ("siprec", "siprec-srtp", "siprec-2w"):
+        params = figures[f"step.{subject}.5"]["params"]
+        assert params["setup"] == "REST API + stub SRS" and params["srs_answered"] == 5, params
     assert "added_latency_p99_us" in figures["step.siprec.5"]["params"]
     assert "latency_p99_us" not in figures["step.siprec-srtp.5"]["params"]  # the stamp is encrypted
     assert figures["target.loss_at_rated_load"]["params"]["met"]  # targets are reported
