@@ -777,6 +777,14 @@ async def _sweep(args: argparse.Namespace) -> None:
             oks = sum(1 for p in run.sip if p.direction == DOWN and p.kind == "200/INVITE")
             end = run.session.get("end_reason") if run.session else "-"
             head = f"{seed:<4}  {run.src_status!s:<4}  {setup:<7}  {invites:<7}  {oks:<4}  {end!s:<13}"
+            forked = bool(run.src_summary) and all(
+                s.get("remote") for s in (run.src_summary or {}).get("streams", [])
+            )
+            if run.session and run.src_summary and not forked:
+                # The SRS has a session the SRC never forked to: the SRC gave up on the INVITE
+                # (attempt timeout) and a late 200 got the ACK and BYE of RFC 3261 §15.
+                print(f"{head}  (SRC gave up, SRS session ended: {run.src_stderr.strip()[-160:]})")
+                continue
             for label in ("1", "2") if run.session and run.src_summary else ():
                 stats = run.stream(label)["stats"]
                 flow = link.udp_flow(UP, run.remote_port(label))
