@@ -74,6 +74,8 @@ T = TypeVar("T")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
+# What the shipped example configs write in their demo credentials ("change-me-demo-token-...").
+DEMO_MARK = "change-me"
 _ENGINE_DEFAULTS = EngineConfig()
 _CONTROL_DEFAULTS = ControlSettings()
 
@@ -528,7 +530,20 @@ def _log(root: _Table) -> tuple[str, str]:
 
 def _control(root: _Table) -> ControlSettings:
     reader = root.reader
-    api = root.table("api", ("host", "port", "public_url", "max_body_bytes", "max_calls", "auth"))
+    api = root.table(
+        "api",
+        (
+            "host",
+            "port",
+            "public_url",
+            "max_body_bytes",
+            "max_calls",
+            "max_streams",
+            "rate_limit",
+            "rate_burst",
+            "auth",
+        ),
+    )
     host = api.optional_string("host")
     if host is not None and not _is_host(host):
         reader.error(api.key("host"), f"{host!r} is not an IP address or a host name")
@@ -540,8 +555,13 @@ def _control(root: _Table) -> ControlSettings:
     port = api.integer("port", _CONTROL_DEFAULTS.port, minimum=0, maximum=65535)
     max_body_bytes = api.integer("max_body_bytes", _CONTROL_DEFAULTS.max_body_bytes, minimum=1024)
     max_calls = api.integer("max_calls", _CONTROL_DEFAULTS.max_calls, minimum=1)
+    max_streams = api.integer("max_streams", _CONTROL_DEFAULTS.max_streams, minimum=1)
+    rate_limit = api.number("rate_limit", _CONTROL_DEFAULTS.rate_limit, minimum=0)
+    rate_burst = api.integer("rate_burst", _CONTROL_DEFAULTS.rate_burst, minimum=1)
 
-    auth = api.table("auth", ("tokens", "twilio_account_sid", "twilio_auth_token", "telnyx_api_key"))
+    auth = api.table(
+        "auth", ("tokens", "twilio_account_sid", "twilio_auth_token", "telnyx_api_key", "metrics_token")
+    )
     token_items = auth.indexed_strings("tokens", secret=True) or []
     first_seen: dict[str, int] = {}
     for index, token in token_items:
@@ -556,6 +576,10 @@ def _control(root: _Table) -> ControlSettings:
     account_sid = auth.optional_string("twilio_account_sid")
     auth_token = auth.optional_string("twilio_auth_token", secret=True)
     telnyx_key = auth.optional_string("telnyx_api_key", secret=True)
+    metrics_token = auth.optional_string("metrics_token", secret=True)
+    if metrics_token is not None and any(char.isspace() for char in metrics_token):
+        reader.error(auth.key("metrics_token"), "a token must not contain spaces")
+        metrics_token = None
     # HTTP Basic for the Twilio shape needs both halves; one alone would enable an API nobody can use.
     for given, missing in (
         ("twilio_account_sid", "twilio_auth_token"),
@@ -574,7 +598,26 @@ def _control(root: _Table) -> ControlSettings:
             auth.key("tokens"), "an empty list enables nothing; give at least one token or remove the key"
         )
 
-    callbacks = _callbacks(root)
+    callbacks = _callbacks(root, signs_for=[auth.key(k) for k in ("tokens", "telnyx_api_key") if auth.has(k)])
+    if not _is_loopback(host or _CONTROL_DEFAULTS.host):
+        # The shipped configs run as is on one machine with demo credentials; the same values on
+        # an address others can reach would be credentials anyone can read in the docs.
+        secrets: list[tuple[str, str | None]] = [
+            (f"{auth.key('tokens')}[{index}]", token) for index, token in token_items
+        ]
+        secrets += [
+            (auth.key("twilio_auth_token"), auth_token),
+            (auth.key("telnyx_api_key"), telnyx_key),
+            (auth.key("metrics_token"), metrics_token),
+            (_join("callbacks", "signing_secret"), callbacks.signing_secret),
+        ]
+        for key, value in secrets:
+            if value is not None and DEMO_MARK in value.lower():
+                reader.error(
+                    key,
+                    f"a demo value (it contains {DEMO_MARK!r}) is refused while [api] host "
+                    f"{host!r} is not a loopback address; set your own, from the environment",
+                )
     return ControlSettings(
         host=host or _CONTROL_DEFAULTS.host,
         port=port,
@@ -583,19 +626,48 @@ def _control(root: _Table) -> ControlSettings:
             twilio_account_sid=account_sid,
             twilio_auth_token=auth_token,
             telnyx_api_key=telnyx_key,
+            metrics_token=metrics_token,
         ),
         public_url=public_url.rstrip("/") if public_url else None,
         max_body_bytes=max_body_bytes,
         max_calls=max_calls,
+        max_streams=max_streams,
+        rate_limit=rate_limit,
+        rate_burst=rate_burst,
         callbacks=callbacks,
     )
 
 
-def _callbacks(root: _Table) -> CallbackSettings:
-    section = root.table("callbacks", ("signing_secret", "timeout", "retries", "backoff", "queue_size"))
+def _callbacks(root: _Table, *, signs_for: Sequence[str]) -> CallbackSettings:
+    """``[callbacks]``. ``signs_for``: the keys of the credentials that enable an API whose
+    callbacks only ``signing_secret`` can sign (native and Plivo-shaped ones, Telnyx webhooks).
+
+    Hardened default: with such an API enabled, a missing ``signing_secret`` is an error at
+    start, unless ``allow_unsigned = true`` says unsigned callbacks are wanted. A receiver
+    cannot tell an unsigned callback from a forged one, and status callbacks drive billing
+    and compliance workflows; a generated secret would sign what nobody can verify.
+    """
+    reader = root.reader
+    section = root.table(
+        "callbacks", ("signing_secret", "allow_unsigned", "timeout", "retries", "backoff", "queue_size")
+    )
     defaults = CallbackSettings()
+    signing_secret = section.optional_string("signing_secret", secret=True)
+    allow_unsigned = section.boolean("allow_unsigned", False)
+    if (
+        signs_for
+        and not section.has("signing_secret")
+        and not allow_unsigned
+        and reader.ok(section.key("allow_unsigned"))
+    ):
+        reader.error(
+            section.key("signing_secret"),
+            f"required with {' and '.join(signs_for)}: status callbacks are signed with it "
+            '(X-Siprec-Signature); set it (signing_secret = "${SIPREC_CALLBACK_SECRET}"), '
+            "or allow_unsigned = true to send them unsigned",
+        )
     return CallbackSettings(
-        signing_secret=section.optional_string("signing_secret", secret=True),
+        signing_secret=signing_secret,
         timeout=section.number("timeout", defaults.timeout, minimum=0, above=True),
         retries=section.integer("retries", defaults.retries, minimum=0, maximum=100),
         backoff=section.number("backoff", defaults.backoff, minimum=0),
@@ -1070,6 +1142,12 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    return _is_ip(host) and ipaddress.ip_address(host).is_loopback
 
 
 def _is_host(text: str) -> bool:

@@ -32,7 +32,9 @@ from tests.pki import Pki, make_pki
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "configs" / "siprec-src.toml"
 FILE = "test.toml"
-AUTH = '[api.auth]\ntokens = ["t0ken-for-tests"]\n'
+TOKENS = '[api.auth]\ntokens = ["t0ken-for-tests"]\n'
+SIGNED = '[callbacks]\nsigning_secret = "s1gning-secret-for-tests"\n'
+AUTH = TOKENS + SIGNED  # the native API enabled, so its callbacks need a signing secret
 CONNECTOR = '[connectors.main]\nsrs = ["sip:srs@192.0.2.10:5060"]\n'
 
 
@@ -86,6 +88,8 @@ def test_example_config_loads_without_environment() -> None:
     assert (control.host, control.port) == ("127.0.0.1", 8080)
     assert control.credentials.tokens == ("change-me-demo-token-0123456789",)
     assert control.credentials.twilio_account_sid is not None
+    assert control.callbacks.signing_secret == "change-me-demo-callback-secret"
+    assert (control.rate_limit, control.rate_burst, control.max_streams) == (200.0, 400, 10000)
 
 
 def test_example_secure_block_loads_when_uncommented() -> None:
@@ -548,13 +552,13 @@ ERROR_CASES = [
         id="max-body-bytes",
     ),
     pytest.param(
-        AUTH + "[callbacks]\ntimeout = 0\n",
+        AUTH + "timeout = 0\n",  # AUTH ends in [callbacks]
         "callbacks.timeout",
         "0 is out of range; allowed: a number above 0",
         id="callback-timeout",
     ),
     pytest.param(
-        AUTH + "[callbacks]\nretries = 1.5\n",
+        AUTH + "retries = 1.5\n",
         "callbacks.retries",
         "expected an integer from 0 to 100, got a number (1.5)",
         id="float-for-int",
@@ -600,6 +604,80 @@ def test_a_bad_secure_transport_is_reported_once_not_per_srs() -> None:
     assert list(by_key(errors)) == ["connectors.main.transport"]
 
 
+# --- security defaults (issue 9 §4) ------------------------------------------------------------
+
+
+def test_an_api_whose_callbacks_need_the_signing_secret_does_not_start_without_it() -> None:
+    for auth, names in (
+        (TOKENS, "api.auth.tokens"),
+        ('[api.auth]\ntelnyx_api_key = "KEY1"\n', "api.auth.telnyx_api_key"),
+        (
+            '[api.auth]\ntokens = ["t1"]\ntelnyx_api_key = "K"\n',
+            "api.auth.tokens and api.auth.telnyx_api_key",
+        ),
+    ):
+        (error,) = errors_of(auth)
+        assert error.key == "callbacks.signing_secret"
+        assert message_of(error).startswith(f"required with {names}: status callbacks are signed")
+        assert "allow_unsigned = true" in message_of(error)
+    # Twilio-shaped callbacks are signed with the auth token: no secret needed for that shape.
+    twilio = parse('[api.auth]\ntwilio_account_sid = "AC1"\ntwilio_auth_token = "tw"\n')
+    assert twilio.control.callbacks.signing_secret is None
+    # Unsigned only when asked for in so many words.
+    unsigned = parse(TOKENS + "[callbacks]\nallow_unsigned = true\n")
+    assert unsigned.control.callbacks.signing_secret is None
+    assert parse(AUTH).control.callbacks.signing_secret == "s1gning-secret-for-tests"
+    assert by_key(errors_of(TOKENS + '[callbacks]\nallow_unsigned = "yes"\n')) == {
+        "callbacks.allow_unsigned": "expected true or false, got a string ('yes')"
+    }
+    assert parse(AUTH + "allow_unsigned = false\n").control.callbacks.signing_secret is not None
+
+
+def test_the_shipped_demo_credentials_only_work_on_loopback() -> None:
+    text = EXAMPLE.read_text()
+    for host in ("127.0.0.1", "::1", "localhost"):
+        assert parse(text.replace('host = "127.0.0.1"       # IP', f'host = "{host}"       # IP', 1))
+    exposed = text.replace('host = "127.0.0.1"       # IP', 'host = "0.0.0.0"       # IP', 1)
+    assert exposed != text
+    errors = errors_of(exposed)
+    assert set(by_key(errors)) == {
+        "api.auth.tokens[0]",
+        "api.auth.twilio_auth_token",
+        "callbacks.signing_secret",
+    }
+    for error in errors:
+        assert "a demo value (it contains 'change-me') is refused while [api] host '0.0.0.0'" in str(error)
+        assert "demo-token" not in str(error) and "demo-auth" not in str(error)
+    # Your own values are fine anywhere.
+    assert parse(TOKENS.replace("t0ken", "prod-t0ken") + SIGNED + '[api]\nhost = "0.0.0.0"\n')
+
+
+def test_rate_limit_stream_limit_and_metrics_token_keys() -> None:
+    defaults = parse(AUTH).control
+    assert (defaults.rate_limit, defaults.rate_burst, defaults.max_streams) == (200.0, 400, 10000)
+    assert defaults.credentials.metrics_token is None
+    control = parse(
+        TOKENS
+        + 'metrics_token = "m3trics"\n'
+        + SIGNED
+        + "[api]\nrate_limit = 2.5\nrate_burst = 5\nmax_streams = 7\n"
+    ).control
+    assert (control.rate_limit, control.rate_burst, control.max_streams) == (2.5, 5, 7)
+    assert control.credentials.metrics_token == "m3trics"
+    assert "m3trics" not in repr(control)
+    assert parse(AUTH + "[api]\nrate_limit = 0\n").control.rate_limit == 0  # 0: off
+    assert by_key(errors_of(AUTH + "[api]\nrate_limit = -1\nrate_burst = 0\nmax_streams = 0\n")) == {
+        "api.rate_limit": "-1 is out of range; allowed: a number 0 or more",
+        "api.rate_burst": "0 is out of range; allowed: an integer 1 or more",
+        "api.max_streams": "0 is out of range; allowed: an integer 1 or more",
+    }
+    spaced = errors_of(TOKENS + 'metrics_token = "two words"\n' + SIGNED)
+    assert by_key(spaced) == {"api.auth.metrics_token": "a token must not contain spaces"}
+    assert "two words" not in str(spaced[0])
+    # A metrics token enables no API: alone it is still "no API credentials".
+    assert "api.auth" in by_key(errors_of('[api.auth]\nmetrics_token = "m"\n'))
+
+
 # --- all problems at once ---------------------------------------------------------------------
 
 
@@ -633,6 +711,7 @@ bogus = 1
     assert keys == {
         "log.level",
         "api.port",
+        "callbacks.signing_secret",  # tokens enable the native API, whose callbacks are signed
         "sip.listen[0]",
         "media.port_min",
         "connectors.main.srs[0]",
@@ -641,7 +720,7 @@ bogus = 1
         "connectors.main.bogus",
     }
     summary = str(caught.value)
-    assert summary.startswith(f"{FILE}: 8 configuration errors:\n")
+    assert summary.startswith(f"{FILE}: 9 configuration errors:\n")
     assert all(str(error) in summary for error in caught.value.errors)
     assert isinstance(caught.value, ConfigError)
 
@@ -731,6 +810,7 @@ def test_secret_values_never_appear_in_errors() -> None:
 tokens = ["${TOKEN}", "literal-secret-token", "literal-secret-token"]
 twilio_account_sid = "AC1"
 twilio_auth_token = 987654321
+metrics_token = 13371337
 
 [callbacks]
 signing_secret = ["signing-secret-in-a-list"]
@@ -754,6 +834,7 @@ unknown_key = "x"
         "api.auth.tokens[0]",
         "api.auth.tokens[2]",
         "api.auth.twilio_auth_token",
+        "api.auth.metrics_token",
         "callbacks.signing_secret",
         "connectors.other.username",
     } <= keys
@@ -763,6 +844,7 @@ unknown_key = "x"
         "env token with spaces",
         "literal-secret-token",
         "987654321",
+        "13371337",
         "signing-secret-in-a-list",
         "hunter2",
     ):

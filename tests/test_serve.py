@@ -43,6 +43,7 @@ port = {port}
 tokens = ["{token}"]
 
 [callbacks]
+signing_secret = "serve-test-signing-secret"
 timeout = 2
 retries = 0
 

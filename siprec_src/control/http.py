@@ -3,6 +3,10 @@
 ``build_app`` mounts every API shape on one ``aiohttp`` application and adds what they share:
 
 - a body limit (``max_body_bytes``): a larger body is a 413 JSON error, never read whole;
+- a request rate limit per client (``rate_limit`` requests/s, ``rate_burst`` at once: a token
+  bucket, ``RateLimiter``): over it, 429 with ``Retry-After`` in the shape's own error format
+  (native, Twilio 20429, Telnyx 10011). ``/healthz`` is never limited (load balancers probe it);
+- ``/metrics`` behind a Bearer token when ``[api.auth] metrics_token`` is set;
 - one error shape for what the router and aiohttp raise (404, 405, 413...), and a last-resort
   handler that logs an unexpected exception and answers 500 (counted in
   ``siprec_http_unhandled_errors_total``, which the tests require to stay at 0);
@@ -18,8 +22,14 @@ go up even while a stream's final counters travel back from its worker.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import ipaddress
 import logging
+import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -30,6 +40,7 @@ from aiohttp.typedefs import Handler, Middleware
 from siprec_src.control import native, openapi, plivo, telnyx, twilio
 from siprec_src.control.callbacks import CallbackQueue
 from siprec_src.control.metrics import CONTENT_TYPE, Registry
+from siprec_src.control.settings import ApiCredentials
 from siprec_src.control.sidecar import Sidecar
 from siprec_src.errors import LocalProtocolError
 from siprec_src.recording.engine import Recording
@@ -60,16 +71,32 @@ _ERROR_CODES = {
     413: "body_too_large",
     415: "unsupported_media_type",
 }
+# Probed by load balancers, often many per second from one address: never rate limited.
+_UNLIMITED_PATHS = frozenset({"/healthz"})
+# At most this many clients have a bucket; see RateLimiter.
+MAX_RATE_CLIENTS = 10_000
 # Error bodies an API shape made itself (Twilio's JSON, TwiML's XML) are passed through.
 _OWN_FORMATS = ("application/json", "application/xml", "text/xml")
 
 
-def build_app(sidecar: Sidecar, registry: Registry) -> web.Application:
-    """The application for ``sidecar``; its metrics are registered in ``registry``."""
+def build_app(
+    sidecar: Sidecar, registry: Registry, *, clock: Callable[[], float] = time.monotonic
+) -> web.Application:
+    """The application for ``sidecar``; its metrics are registered in ``registry``.
+
+    ``clock`` (monotonic seconds) drives the rate limiter's buckets: tests pass a fake one.
+    """
+    settings = sidecar.settings
     metrics = SidecarMetrics(sidecar, registry)
-    max_body = sidecar.settings.max_body_bytes
-    app = web.Application(client_max_size=max_body, middlewares=[_middleware(metrics, max_body)])
+    max_body = settings.max_body_bytes
+    limiter = RateLimiter(settings.rate_limit, settings.rate_burst, clock=clock)
+    clients = ClientIdentity(settings.credentials)
+    app = web.Application(
+        client_max_size=max_body, middlewares=[_middleware(metrics, max_body, limiter, clients)]
+    )
     app[METRICS] = metrics
+    app[RATE_LIMITER] = limiter
+    metrics_guard = _metrics_guard(settings.credentials)
 
     async def healthz(request: web.Request) -> web.StreamResponse:
         body = {
@@ -80,6 +107,9 @@ def build_app(sidecar: Sidecar, registry: Registry) -> web.Application:
         return web.json_response(body, status=503 if sidecar.shutting_down else 200)
 
     async def metrics_text(request: web.Request) -> web.StreamResponse:
+        denied = metrics_guard(request)
+        if denied is not None:
+            return denied
         await metrics.collect()
         response = web.Response(body=registry.render().encode("utf-8"))
         response.headers["Content-Type"] = CONTENT_TYPE
@@ -87,7 +117,12 @@ def build_app(sidecar: Sidecar, registry: Registry) -> web.Application:
 
     async def openapi_json(request: web.Request) -> web.StreamResponse:
         base = sidecar.settings.public_url or f"{request.scheme}://{request.host}"
-        document = openapi.document(base, connectors=sidecar.engine.config.connectors, codecs=sidecar.codecs)
+        document = openapi.document(
+            base,
+            connectors=sidecar.engine.config.connectors,
+            codecs=sidecar.codecs,
+            metrics_auth=settings.credentials.metrics_token is not None,
+        )
         return web.json_response(document)
 
     app.router.add_get("/healthz", healthz, allow_head=False)
@@ -100,13 +135,20 @@ def build_app(sidecar: Sidecar, registry: Registry) -> web.Application:
     return app
 
 
-def _middleware(metrics: SidecarMetrics, max_body: int) -> Middleware:
+def _middleware(
+    metrics: SidecarMetrics, max_body: int, limiter: RateLimiter, clients: ClientIdentity
+) -> Middleware:
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
+        response: web.StreamResponse
         try:
-            response = await handler(request)
+            wait = 0.0 if request.path in _UNLIMITED_PATHS else limiter.acquire(clients.of(request))
+            if wait > 0:
+                response = too_many_requests(request.path, wait, limiter)
+            else:
+                response = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400 or (exc.content_type in _OWN_FORMATS and exc.body):
                 metrics.requests.labels(method=request.method, route=route, status=str(exc.status)).inc()
@@ -130,6 +172,180 @@ def _as_json(exc: web.HTTPException, max_body: int) -> web.Response:
     headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
     code = _ERROR_CODES.get(exc.status, "http_error")
     return native.error_response(exc.status, code, message, None, headers)
+
+
+# --- request rate ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated: float  # clock time of the last refill
+
+
+class RateLimiter:
+    """Token buckets, one per client: ``rate`` requests per second on average, ``burst`` at once.
+
+    A bucket holds up to ``burst`` tokens and refills at ``rate`` tokens per second; a request
+    takes one, and a client with none left is answered 429 (RFC 6585 §4) with ``Retry-After``
+    (RFC 9110 §10.2.3), the whole seconds until its next token. ``rate`` 0 (or less) turns the
+    limiter off.
+
+    Memory is bounded: at most ``max_clients`` buckets. A full bucket is the same as no
+    bucket, so when the table is full the full buckets are forgotten first, then the
+    least recently used, down to nine tenths of the bound (so the scan is not repeated on
+    every new client of a flood from many addresses).
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = MAX_RATE_CLIENTS,
+    ) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.max_clients = max_clients
+        self._clock = clock
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    @property
+    def clients(self) -> int:
+        """How many clients have a bucket now."""
+        return len(self._buckets)
+
+    def acquire(self, client: str) -> float:
+        """0 when ``client`` may make a request now (a token is taken); else the seconds until
+        it may (nothing is taken: a refused request costs the client nothing more)."""
+        if self.rate <= 0:
+            return 0.0
+        now = self._clock()
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            if len(self._buckets) >= self.max_clients:
+                self._forget(now)  # before adding: a new bucket is full and would go first
+            bucket = self._buckets[client] = _Bucket(float(self.burst), now)
+        else:
+            self._buckets.move_to_end(client)
+            self._refill(bucket, now)
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate
+
+    def _refill(self, bucket: _Bucket, now: float) -> None:
+        elapsed = max(0.0, now - bucket.updated)
+        bucket.tokens = min(float(self.burst), bucket.tokens + elapsed * self.rate)
+        bucket.updated = now
+
+    def _forget(self, now: float) -> None:
+        keep = max(0, self.max_clients * 9 // 10 - 1)  # and room for the one being added
+        for client, bucket in list(self._buckets.items()):
+            self._refill(bucket, now)
+            if bucket.tokens >= self.burst:
+                del self._buckets[client]
+        while len(self._buckets) > keep:
+            self._buckets.popitem(last=False)
+
+
+class ClientIdentity:
+    """Who a request counts against in the rate limiter.
+
+    A request that presents one of the configured credentials counts against that credential,
+    so clients behind one proxy or NAT do not share a budget; any other request (none, or a
+    made-up one) counts against its remote address, so inventing credentials buys no fresh
+    bucket (an IPv6 client by its /64). Forwarded-for headers are not believed: anyone can
+    write them. The configured credentials are kept as SHA-256 digests of the
+    ``Authorization`` value they make, looked up by the digest of what the request sent (no
+    comparison that could leak timing).
+    """
+
+    def __init__(self, credentials: ApiCredentials) -> None:
+        self._known: dict[bytes, str] = {}
+        for index, token in enumerate(credentials.tokens):
+            self._known[_digest("bearer", token)] = f"token {index}"
+        if credentials.telnyx_api_key:
+            self._known.setdefault(_digest("bearer", credentials.telnyx_api_key), "telnyx")
+        if credentials.metrics_token:
+            self._known.setdefault(_digest("bearer", credentials.metrics_token), "metrics")
+        if credentials.twilio_account_sid and credentials.twilio_auth_token:
+            pair = f"{credentials.twilio_account_sid}:{credentials.twilio_auth_token}".encode()
+            self._known[_digest("basic", base64.b64encode(pair).decode("ascii"))] = "twilio"
+
+    def of(self, request: web.Request) -> str:
+        header = request.headers.get("Authorization")
+        if header:
+            scheme, _, credential = header.strip().partition(" ")
+            known = self._known.get(_digest(scheme, credential.strip()))
+            if known is not None:
+                return f"credential:{known}"
+        return f"address:{_network_of(request.remote)}"
+
+
+def _network_of(remote: str | None) -> str:
+    """An IPv4 address as is; an IPv6 one as its /64, which one host usually has whole
+    (RFC 4291 §2.5.1 interface identifiers), so rotating addresses buys no fresh bucket."""
+    try:
+        address = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return str(remote)  # a Unix socket, or no peer address at all
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # ::ffff:192.0.2.1 from a dual-stack socket
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def _digest(scheme: str, credential: str) -> bytes:
+    text = f"{scheme.lower()} {credential}"
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
+
+
+def too_many_requests(path: str, wait: float, limiter: RateLimiter) -> web.Response:
+    """429 in the error format of the shape ``path`` belongs to, with ``Retry-After``."""
+    retry_after = max(1, math.ceil(wait))
+    message = (
+        f"more than {limiter.rate:g} requests/s (burst {limiter.burst}) from this client "
+        f"(rate_limit); retry after {retry_after} s"
+    )
+    headers = {"Retry-After": str(retry_after)}
+    if path.startswith(f"/{twilio.API_VERSION}/"):
+        # Twilio's own code for it: 20429 Too Many Requests.
+        return twilio.TwilioApiError(429, 20429, message, headers=headers).response()
+    if path.startswith("/v2/"):
+        response = telnyx.TelnyxApiError(429, "10011", "Too many requests", message).response()
+        response.headers.update(headers)
+        return response
+    return native.error_response(429, "rate_limited", message, None, headers)
+
+
+# --- /metrics ------------------------------------------------------------------------------------
+
+
+def _metrics_guard(credentials: ApiCredentials) -> Callable[[web.Request], web.Response | None]:
+    """With a ``metrics_token``, ``/metrics`` wants it (or a native token) as a Bearer token."""
+    accepted = [t.encode("utf-8") for t in (credentials.metrics_token, *credentials.tokens) if t]
+
+    def guard(request: web.Request) -> web.Response | None:
+        if credentials.metrics_token is None:
+            return None
+        scheme, _, credential = request.headers.get("Authorization", "").strip().partition(" ")
+        given = credential.strip().encode("utf-8", "surrogateescape")
+        matched = False
+        for token in accepted:  # every one compared, in constant time each
+            matched |= hmac.compare_digest(given, token)
+        if scheme.lower() == "bearer" and given and matched:
+            return None
+        return native.error_response(
+            401,
+            "unauthorized",
+            "/metrics needs Authorization: Bearer <metrics_token>",
+            headers={"WWW-Authenticate": 'Bearer realm="siprec-src metrics"'},
+        )
+
+    return guard
 
 
 class ForkStatsLike(Protocol):
@@ -370,3 +586,4 @@ def register_callback_metrics(registry: Registry, queue: CallbackQueue) -> None:
 
 
 METRICS = web.AppKey("metrics", SidecarMetrics)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)

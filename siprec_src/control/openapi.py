@@ -695,10 +695,20 @@ _ERRORS = {
     400: "The request is invalid; `error.field` names the field.",
     401: "No or wrong Bearer token.",
     404: "No such call, recording or stream (or the native API is not enabled).",
-    409: "The request conflicts with the state: duplicate, stream limit, wrong state.",
+    409: (
+        "The request conflicts with the state: duplicate, wrong state, stream limit (4 forked "
+        "streams per call, or max_recordings / max_streams live in the sidecar)."
+    ),
     413: "The body is larger than max_body_bytes.",
     415: "The body is not application/json.",
+    429: "More requests than rate_limit (per second) and rate_burst (at once) from this client.",
     503: "Call limit reached, no media port left, or shutting down.",
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "schema": {"type": "integer", "minimum": 1},
+        "description": "Seconds until this client may send a request again (RFC 9110 §10.2.3).",
+    }
 }
 
 
@@ -710,12 +720,14 @@ def _responses(ok: int, ok_schema: str | None, description: str, errors: tuple[i
     responses: dict[str, Any] = {
         str(ok): _json(_ref(ok_schema), description) if ok_schema else {"description": description}
     }
-    for status in sorted({401, 404, *errors}):
+    for status in sorted({401, 404, 429, *errors}):
         response = _json(_ref("Error"), _ERRORS[status])
         if status == 401:
             response["headers"] = {
                 "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer (RFC 6750 §3)."}
             }
+        if status == 429:
+            response["headers"] = _RETRY_AFTER
         responses[str(status)] = response
     return responses
 
@@ -917,7 +929,8 @@ UNAUTHENTICATED_PATHS: dict[str, dict[str, Any]] = {
                 "200": {
                     "description": "The metrics.",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
+                },
+                "429": {**_json(_ref("Error"), _ERRORS[429]), "headers": _RETRY_AFTER},
             },
         }
     },
@@ -930,7 +943,8 @@ UNAUTHENTICATED_PATHS: dict[str, dict[str, Any]] = {
                 "200": {
                     "description": "The OpenAPI document.",
                     "content": {"application/json": {"schema": {"type": "object"}}},
-                }
+                },
+                "429": {**_json(_ref("Error"), _ERRORS[429]), "headers": _RETRY_AFTER},
             },
         }
     },
@@ -943,11 +957,14 @@ def document(
     connectors: Iterable[str] | None = None,
     codecs: Iterable[str] | None = None,
     version: str = "0.1.0",
+    metrics_auth: bool = False,
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the native API (a fresh copy: callers may change it).
 
     With ``connectors`` (and ``codecs``), ``connector`` (and ``codec``) list what this sidecar
-    is configured with as an ``enum``, so a client sees which names it will take.
+    is configured with as an ``enum``, so a client sees which names it will take. With
+    ``metrics_auth`` (``[api.auth] metrics_token`` is set), ``/metrics`` is shown behind the
+    Bearer scheme.
     """
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -974,6 +991,13 @@ def document(
         schemas["RecordingCreate"]["properties"]["connector"]["enum"] = sorted(connectors)
     if codecs is not None:
         schemas["CallCreate"]["properties"]["codec"]["enum"] = [c for c in CODECS if c in set(codecs)]
+    if metrics_auth:
+        metrics = doc["paths"]["/metrics"]["get"]
+        del metrics["security"]  # the document's default: Bearer
+        metrics["responses"]["401"] = {
+            **_json(_ref("Error"), "No or wrong Bearer token (metrics_token or an API token)."),
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        }
     return doc
 
 

@@ -15,7 +15,9 @@ class ApiCredentials:
     - ``tokens``: Bearer tokens for the native ``/v1`` API;
     - ``twilio_account_sid`` / ``twilio_auth_token``: HTTP Basic for the Twilio-shaped API
       (the token also signs Twilio-style status callbacks, as Twilio does);
-    - ``telnyx_api_key``: Bearer token for the Telnyx-shaped ``/v2`` API.
+    - ``telnyx_api_key``: Bearer token for the Telnyx-shaped ``/v2`` API;
+    - ``metrics_token``: when set, ``/metrics`` wants ``Authorization: Bearer`` with it (or
+      with one of ``tokens``); a scraper then needs no token that can drive calls.
     A shape whose credentials are not configured answers 404 (it is not enabled).
     """
 
@@ -24,6 +26,7 @@ class ApiCredentials:
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = field(default=None, repr=False)
     telnyx_api_key: str | None = field(default=None, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,11 @@ class CallbackSettings:
     queue_size: int = 10_000  # events waiting beyond this are dropped and logged
 
 
+# Requests per second (and at once) one client may make; see ``http.RateLimiter``.
+DEFAULT_RATE_LIMIT = 200.0
+DEFAULT_RATE_BURST = 400
+
+
 @dataclass(frozen=True, slots=True)
 class ControlSettings:
     host: str = "127.0.0.1"
@@ -46,4 +54,10 @@ class ControlSettings:
     public_url: str | None = None  # base URL as clients see it (for `uri` fields); default from the request
     max_body_bytes: int = 64 * 1024
     max_calls: int = 10_000
+    max_recordings: int = 10_000  # SIPREC recordings not ended, across every call (Sidecar.record)
+    max_streams: int = 10_000  # WebSocket streams not ended, across every call (Sidecar.start_stream)
+    # Token bucket per client: ``rate_limit`` requests/s on average, ``rate_burst`` at once;
+    # 0 turns it off. Over it: 429 with Retry-After.
+    rate_limit: float = DEFAULT_RATE_LIMIT
+    rate_burst: int = DEFAULT_RATE_BURST
     callbacks: CallbackSettings = CallbackSettings()

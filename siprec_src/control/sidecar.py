@@ -11,6 +11,11 @@ services, the send queue bound, the connect timeout) and passes a *stream notifi
 a stream event into its own callback format. The engine's ``on_stream_event`` is hooked here,
 as its ``on_event`` is; ``stream_listeners`` see every stream event (the metrics).
 
+Sidecar-wide budgets, on top of the engine's 4 forked streams per call: ``max_calls`` (503
+``call_limit``), ``max_streams`` live WebSocket streams (every shape starts them through
+``start_stream``) and ``max_recordings`` live recordings (for shapes that start them through
+``record``), both 409 ``stream_limit`` with the limit named in the message.
+
 The sidecar also keeps what the engine does not: when each call, recording and stream was
 created and last changed (API resources show it), the codecs the API may name (given by the
 composition root: ``control`` may not import ``sdp``), and whether it is shutting down
@@ -127,6 +132,37 @@ class Sidecar:
                 code="call_limit",
             )
 
+    def check_recording_budget(self) -> None:
+        """Refuse a new recording when ``max_recordings`` are live across every call.
+
+        The per-call limit (4 forked streams) bounds one call; this bounds the sidecar: each
+        live recording holds a SIP dialog, fork sockets and SRTP sessions.
+        """
+        live = self.live_recordings()
+        if live >= self.settings.max_recordings:
+            raise LocalProtocolError(
+                f"the sidecar already has {live} recordings live (max_recordings = "
+                f"{self.settings.max_recordings})",
+                field=None,
+                code="stream_limit",
+            )
+
+    def check_stream_budget(self) -> None:
+        """Refuse a new WebSocket stream when ``max_streams`` are live across every call."""
+        live = self.live_streams()
+        if live >= self.settings.max_streams:
+            raise LocalProtocolError(
+                f"the sidecar already has {live} WebSocket streams live (max_streams = "
+                f"{self.settings.max_streams})",
+                field=None,
+                code="stream_limit",
+            )
+
+    async def record(self, call: Call, **options: Any) -> Recording:
+        """``Call.record`` within the sidecar's recording budget (``max_recordings``)."""
+        self.check_recording_budget()
+        return await call.record(**options)
+
     async def open_call(
         self, *, caller: Party, callee: Party, call_id: str | None = None, **options: Any
     ) -> Call:
@@ -180,8 +216,10 @@ class Sidecar:
         """``Call.stream`` with the sidecar's stream settings; ``notifier`` gets its events.
 
         Returns at once (the stream connects in the background): whether the service took it
-        comes as a ``StreamStarted`` or ``StreamDropped`` event.
+        comes as a ``StreamStarted`` or ``StreamDropped`` event. Refused (409 ``stream_limit``)
+        when the sidecar already has ``max_streams`` live.
         """
+        self.check_stream_budget()
         stream = await call.stream(
             options,
             ssl=self._stream_ssl,

@@ -37,7 +37,8 @@ class SrtpKeys:
     """
 
     suite: str
-    key_params: str
+    # Never in a repr: specs travel in log lines (a failed media command, a debug trace).
+    key_params: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)

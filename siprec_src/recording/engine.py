@@ -878,7 +878,8 @@ class Engine:
             try:
                 await self._media_action(recording, action)
             except Exception as exc:  # the media side must never take the control loop down
-                log.exception("media command %r failed", action)
+                # The command's name only: its fork specs carry SRTP keys.
+                log.exception("media command %s of recording %s failed", type(action).__name__, recording.sid)
                 if not recording.session.state.terminal:
                     self._fail(recording.session, 500, f"media: {exc}")
             finally:

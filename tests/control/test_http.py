@@ -1,5 +1,6 @@
 """The sidecar's HTTP application: the OpenAPI document against the handlers, fuzzing, and
-what every shape shares (/healthz, /metrics, /openapi.json, error bodies, the 500 handler).
+what every shape shares (/healthz, /metrics, /openapi.json, error bodies, the 500 handler,
+the per-client request rate limit on a fake clock, the optional /metrics token).
 
 The document and the handlers agree three ways: the routes are the same set; each operation
 checks its body against the schema the document names for it; and the body checker accepts
@@ -12,6 +13,7 @@ documented and matching its schema, every schema-invalid request refused.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import socket
@@ -19,6 +21,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import jsonschema_rs
@@ -26,17 +29,19 @@ import pytest
 import requests
 import schemathesis
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from siprec_src.control import http, native, openapi
-from siprec_src.control.http import METRICS, build_app
+from siprec_src.control.http import METRICS, RATE_LIMITER, ClientIdentity, RateLimiter, build_app
 from siprec_src.control.metrics import Registry
 from siprec_src.control.settings import ApiCredentials, ControlSettings
 from siprec_src.control.sidecar import Sidecar
 from siprec_src.media.spec import Leg
 from siprec_src.recording.engine import Engine
 from siprec_src.synthetic import SyntheticLeg
+from tests.control.serving import serve
 from tests.control.test_native import ALICE, BOB, TOKEN, Api, assert_error, running_api
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -336,6 +341,8 @@ def _api_in_a_thread() -> Iterator[Api]:
     manager = running_api(send_callbacks=False, max_calls=1000)
     try:
         api = asyncio.run_coroutine_threadsafe(manager.__aenter__(), loop).result(10)
+        # The fuzzer sends as fast as it can: 429s would only make its statistics depend on speed.
+        api.app[RATE_LIMITER].rate = 0
         try:
             yield api
         finally:
@@ -443,3 +450,180 @@ def test_ecma_and_python_read_the_patterns_alike() -> None:
         assert not _VALIDATORS[name].is_valid(bad)
     assert json.dumps(openapi.document())  # the document is plain JSON
     logging.getLogger(__name__).debug("patterns checked")
+
+
+# --- request rate -------------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_token_bucket_takes_a_burst_then_the_rate_on_a_fake_clock() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, 3, clock=clock)
+    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]  # the burst
+    assert limiter.acquire("a") == pytest.approx(0.5)  # one token comes back in 1/2 s
+    assert limiter.acquire("b") == 0.0  # another client, its own bucket
+    clock.now += 0.25
+    assert limiter.acquire("a") == pytest.approx(0.25)  # half a token: refused, nothing taken
+    clock.now += 0.25
+    assert limiter.acquire("a") == 0.0
+    assert limiter.acquire("a") == pytest.approx(0.5)
+    clock.now += 3600  # an idle hour refills the bucket to the burst, not beyond
+    assert [limiter.acquire("a") > 0 for _ in range(4)] == [False, False, False, True]
+    clock.now -= 10  # a clock that steps back gives nothing back
+    assert limiter.acquire("a") > 0
+    off = RateLimiter(0, 1, clock=clock)
+    assert all(off.acquire("a") == 0.0 for _ in range(1000)) and off.clients == 0
+
+
+def test_the_rate_limiter_forgets_full_buckets_first_then_the_least_recent() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1.0, 2, clock=clock, max_clients=100)
+    for n in range(60):
+        limiter.acquire(f"idle-{n}")
+    clock.now += 10  # the idle clients' buckets are full again: the same as no bucket
+    assert limiter.acquire("busy") == 0.0 and limiter.acquire("busy") == 0.0
+    for n in range(60):
+        limiter.acquire(f"new-{n}")
+    assert limiter.clients == 61  # busy and the 60 new ones; every idle one forgotten
+    assert limiter.acquire("busy") > 0  # a flood of new clients did not reset the busy one
+    crowded = RateLimiter(1.0, 1, clock=clock, max_clients=10)
+    for n in range(25):
+        assert crowded.acquire(f"c{n}") == 0.0
+        assert crowded.clients <= 10
+    assert crowded.acquire("c24") > 0  # the most recent clients are the ones kept
+
+
+def test_a_client_is_its_credential_else_its_address_and_an_ipv6_host_its_64() -> None:
+    identity = ClientIdentity(
+        ApiCredentials(tokens=("tok-a", "tok-b"), twilio_account_sid="AC1", twilio_auth_token="tw")
+    )
+
+    def client(remote: str, authorization: str | None = None) -> str:
+        transport = mock.Mock()
+        transport.get_extra_info.return_value = (remote, 40000)
+        headers = {"Authorization": authorization} if authorization else {}
+        return identity.of(make_mocked_request("GET", "/v1/calls", headers=headers, transport=transport))
+
+    assert client("192.0.2.1", "Bearer tok-a") == client("192.0.2.2", "bearer  tok-a ")
+    assert client("192.0.2.1", "Bearer tok-a") != client("192.0.2.1", "Bearer tok-b")
+    twilio = "Basic " + base64.b64encode(b"AC1:tw").decode()
+    assert client("192.0.2.1", twilio) == client("198.51.100.7", twilio) == "credential:twilio"
+    # Unknown credentials count against the address, as no credential does.
+    assert (
+        client("192.0.2.1", "Bearer guess-1") == client("192.0.2.1", "Bearer guess-2") == "address:192.0.2.1"
+    )
+    assert client("::ffff:192.0.2.1") == "address:192.0.2.1"
+    assert client("2001:db8:1:2::5") == client("2001:db8:1:2:ffff::9") == "address:2001:db8:1:2::/64"
+    assert client("2001:db8:1:3::5") != client("2001:db8:1:2::5")
+
+
+TWILIO_SID = "AC" + "0" * 32
+TWILIO_TOKEN = "twilio-auth-token-for-rate"
+TELNYX_KEY = "KEY-telnyx-for-rate"
+OTHER_TOKEN = "another-native-token-0123"
+
+
+async def test_over_the_rate_a_client_gets_429_in_its_shape_with_retry_after() -> None:
+    clock = FakeClock()
+    credentials = ApiCredentials(
+        tokens=(TOKEN, OTHER_TOKEN),
+        twilio_account_sid=TWILIO_SID,
+        twilio_auth_token=TWILIO_TOKEN,
+        telnyx_api_key=TELNYX_KEY,
+    )
+    sidecar = Sidecar(Engine(), ControlSettings(credentials=credentials, rate_limit=1.0, rate_burst=2))
+    registry = Registry()
+    app = build_app(sidecar, registry, clock=clock)
+    runner, url = await serve(app)
+    twilio_calls = f"{url}/2010-04-01/Accounts/{TWILIO_SID}/Calls/c1/Siprec.json"
+    telnyx_start = f"{url}/v2/calls/c1/actions/siprec_start"
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{TWILIO_SID}:{TWILIO_TOKEN}".encode()).decode()}
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def status(method: str, where: str, **kwargs: Any) -> int:
+                async with session.request(method, where, **kwargs) as response:
+                    await response.read()
+                    return response.status
+
+            async def refused(method: str, where: str, **kwargs: Any) -> tuple[dict[str, Any], str]:
+                async with session.request(method, where, **kwargs) as response:
+                    assert response.status == 429, await response.text()
+                    assert response.content_type == "application/json"
+                    return await response.json(), response.headers["Retry-After"]
+
+            mine = {"Authorization": f"Bearer {TOKEN}"}
+            assert [await status("GET", f"{url}/v1/calls", headers=mine) for _ in range(2)] == [200, 200]
+            body, retry_after = await refused("GET", f"{url}/v1/calls", headers=mine)
+            assert retry_after == "1"
+            assert body["error"]["code"] == "rate_limited" and body["error"]["status"] == 429
+            assert body["error"]["field"] is None and "rate_limit" in body["error"]["message"]
+            # Another token is another client, though from the same address.
+            other = {"Authorization": f"Bearer {OTHER_TOKEN}"}
+            assert await status("GET", f"{url}/v1/calls", headers=other) == 200
+            # No credential, or a made-up one: the address's bucket, shared; a fresh
+            # credential buys no fresh budget.
+            assert await status("GET", f"{url}/v1/calls") == 401
+            assert await status("GET", f"{url}/v1/calls", headers={"Authorization": "Bearer x1"}) == 401
+            await refused("GET", f"{url}/v1/calls", headers={"Authorization": "Bearer x2"})
+            await refused("GET", f"{url}/openapi.json")
+            # Load balancers probe /healthz: never limited.
+            assert {await status("GET", f"{url}/healthz") for _ in range(5)} == {200}
+            # The Twilio and Telnyx shapes answer in their own error format.
+            for _ in range(2):
+                assert await status("POST", twilio_calls, headers=basic, data={"ConnectorName": "x"}) == 404
+            body, retry_after = await refused(
+                "POST", twilio_calls, headers=basic, data={"ConnectorName": "x"}
+            )
+            assert body["code"] == 20429 and body["status"] == 429 and retry_after == "1"
+            telnyx = {"Authorization": f"Bearer {TELNYX_KEY}"}
+            for _ in range(2):
+                assert await status("POST", telnyx_start, headers=telnyx, json={}) in (404, 422)
+            body, _ = await refused("POST", telnyx_start, headers=telnyx, json={})
+            assert body["errors"][0]["code"] == "10011" and body["errors"][0]["title"] == "Too many requests"
+            # A second later the first client has one token again, and one only.
+            clock.now += 1.0
+            assert await status("GET", f"{url}/v1/calls", headers=mine) == 200
+            await refused("GET", f"{url}/v1/calls", headers=mine)
+    finally:
+        await runner.cleanup()
+    text = registry.render()
+    assert 'siprec_http_requests_total{method="GET",route="/v1/calls",status="429"} 3\n' in text
+
+
+# --- /metrics behind a token ------------------------------------------------------------------------
+
+
+async def test_metrics_token_guards_metrics_and_the_document_says_so() -> None:
+    credentials = ApiCredentials(tokens=(TOKEN,), metrics_token="scraper-token-42")
+    app = build_app(Sidecar(Engine(), ControlSettings(credentials=credentials)), Registry())
+    runner, url = await serve(app)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic c2NyYXBlcg=="}):
+                async with session.get(f"{url}/metrics", headers=headers) as response:
+                    body = await response.json()
+                    assert response.status == 401 and body["error"]["code"] == "unauthorized"
+                    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+            for token in ("scraper-token-42", TOKEN):
+                async with session.get(
+                    f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}
+                ) as response:
+                    assert response.status == 200 and "siprec_calls_active 0" in await response.text()
+            async with session.get(f"{url}/healthz") as response:
+                assert response.status == 200  # still open
+            async with session.get(f"{url}/openapi.json") as response:
+                document = await response.json()
+    finally:
+        await runner.cleanup()
+    schemathesis.openapi.from_dict(document).validate()
+    metrics = document["paths"]["/metrics"]["get"]
+    assert "security" not in metrics and "401" in metrics["responses"]  # the default: Bearer
+    assert openapi.document()["paths"]["/metrics"]["get"]["security"] == []  # open without the token

@@ -869,7 +869,7 @@ async def test_twilio_stream_error_callback_says_why() -> None:
 
 def test_the_streams_section_of_the_config(tmp_path: Path) -> None:
     pki = make_pki(tmp_path, "config")
-    auth = '[api.auth]\ntokens = ["t0123456789"]\n'
+    auth = '[api.auth]\ntokens = ["t0123456789"]\n[callbacks]\nsigning_secret = "s1gning"\n'
     config = parse_config(
         auth + f'[streams]\nca = "{pki.ca}"\nqueue_frames = 50\nconnect_timeout = 2.5\n', file="x.toml"
     )

@@ -165,6 +165,7 @@ async def test_record_with_a_connector_from_a_config_file(tmp_path: Path) -> Non
         config = tmp_path / "sidecar.toml"
         config.write_text(
             '[api.auth]\ntokens = ["t0ken-for-tests"]\n'
+            '[callbacks]\nsigning_secret = "s1gning-secret-for-tests"\n'
             '[sip]\nlisten = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]\n'
             '[media]\nhost = "127.0.0.1"\nworkers = 1\n'
             f'[connectors.sipp]\nsrs = ["{srs.uri}"]\n'
