@@ -31,7 +31,9 @@ Webhooks are Telnyx's JSON envelope ``{"data": {"record_type": "event", "event_t
 "occurred_at", "payload": {...}}}`` with ``siprec.started``, ``siprec.stopped`` (payload adds
 ``hangup_cause``) and ``siprec.failed`` (adds ``failure_cause``). ``call_leg_id`` and
 ``call_session_id`` are the call control id (one leg per call here), ``connection_id`` is
-``null`` (no connections). They are not signed: Telnyx signs with its own Ed25519 key.
+``null`` (no connections). They carry our ``X-Siprec-Signature`` (HMAC-SHA256 keyed by
+``[callbacks] signing_secret``, as native callbacks), not Telnyx's Ed25519 signature: a
+self-hosted sidecar cannot have Telnyx's key.
 """
 
 from __future__ import annotations
