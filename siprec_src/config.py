@@ -948,6 +948,7 @@ CONNECTOR_KEYS = (
     "realm",
     "headers",
     "options_interval",
+    "recovery_attempts",
     "from_uri",
 )
 
@@ -1014,6 +1015,9 @@ def _connector(section: _Table, name: str, edges: Mapping[str, Edge], default_fr
     options_interval = section.number(
         "options_interval", _default(Connector, "options_interval", float), minimum=0
     )
+    recovery_attempts = section.integer(
+        "recovery_attempts", _default(Connector, "recovery_attempts", int), minimum=0, maximum=100
+    )
 
     credentials = _credentials(section)
     headers = _headers(section)
@@ -1035,6 +1039,7 @@ def _connector(section: _Table, name: str, edges: Mapping[str, Edge], default_fr
             credentials=credentials,
             headers=headers,
             options_interval=options_interval,
+            recovery_attempts=recovery_attempts,
             from_uri=from_uri,
         ),
     )

@@ -142,6 +142,7 @@ srtp_suites = ["AEAD_AES_128_GCM"]
 session_timeout = 0
 attempt_timeout = 2.5
 options_interval = 30
+recovery_attempts = 0
 username = "rec"
 password = "pw"
 realm = "srs.example.com"
@@ -161,10 +162,12 @@ from_uri = "sip:other@example.com"
     ]
     assert main.srtp_suites == ("AEAD_AES_128_GCM",)
     assert main.session_expires == 0 and main.attempt_timeout == 2.5 and main.options_interval == 30.0
+    assert main.recovery_attempts == 0
     assert main.credentials == (Credentials("rec", "pw", "srs.example.com"),)
     assert main.headers == (("X-Tenant", "acme"), ("X-Site", "3"))
     assert main.from_uri == "sip:src@pbx.example.com"  # [sip] from_uri is the default
     single = config.engine.connectors["single"]
+    assert single.recovery_attempts == 3  # the default: a lost SRS is replaced
     assert [str(t) for t in single.srs] == ["sip:srs@192.0.2.20"]
     assert single.from_uri == "sip:other@example.com"
 
@@ -562,6 +565,12 @@ ERROR_CASES = [
         "callbacks.retries",
         "expected an integer from 0 to 100, got a number (1.5)",
         id="float-for-int",
+    ),
+    pytest.param(
+        AUTH + '[connectors.main]\nsrs = ["sip:srs@192.0.2.1"]\nrecovery_attempts = -1\n',
+        "connectors.main.recovery_attempts",
+        "allowed: an integer from 0 to 100",
+        id="recovery-attempts",
     ),
     pytest.param(
         "log = 5\n" + AUTH,
