@@ -10,12 +10,23 @@ How the queue is built, and why:
   lane is a FIFO whose head is the only one of that URL in flight, so a recording's
   ``started`` can never arrive after its ``stopped`` (nor overtake it through a retry: the head
   keeps its place while it waits to retry). A fixed pool of sender tasks (8 by default) takes
-  *lanes*, not deliveries, from one ready queue: different URLs go out in parallel, a slow or
-  dead server holds at most one sender per attempt, for at most ``settings.timeout``, and the
-  number of connections stays bounded whatever the number of URLs. Waiting to retry holds no
-  sender (a timer re-queues the lane), so backoff never starves the other URLs. We chose this
-  over one task per host because callback URLs are many and short-lived (one per customer or
-  per call), and a per-host task set would grow without bound; the pool bounds it.
+  *lanes*, not deliveries, from one ready queue: different URLs go out in parallel. Waiting to
+  retry holds no sender (a timer re-queues the lane), so backoff never starves the other URLs.
+  We chose this over one task per host because callback URLs are many and short-lived (one per
+  customer or per call), and a per-host task set would grow without bound; the pool bounds it.
+- **A dead server never holds the pool.** Callback URLs usually name the call
+  (``/cb?call=…``), so one dead server has as many lanes as it has live calls, and if each of
+  its attempts held a sender for ``settings.timeout`` it would take the whole pool and every
+  other server's callbacks would wait behind it (found by ``tests/robustness``: a call whose
+  server was healthy got no callback for 12 s). So an attempt holds its sender for at most
+  ``patience`` (0.5 s; healthy servers answer in milliseconds) and then finishes on its own,
+  still bounded by ``settings.timeout``; and an *origin* (scheme, host, port) has at most
+  ``concurrency`` attempts in flight, and one while it is *unresponsive* (its last attempt got no
+  HTTP answer: timed out, or no connection), so a dead server costs one connection and, every
+  ``settings.timeout``, ``patience`` of one sender. Lanes of an origin at its limit wait aside
+  and are re-queued as its attempts end. Attempts in flight in all are bounded too
+  (``_IN_FLIGHT_PER_SENDER`` per sender, the size of the connection pool), so the sockets that
+  dead servers can hold stay bounded whatever the number of origins.
 - **Bounded.** At most ``settings.queue_size`` deliveries are held (waiting, in flight or
   waiting to retry); ``submit`` refuses more at once and counts them in ``dropped``.
 - **Retries.** 2xx is delivered. 5xx, 408, 429, connection errors and per-attempt timeouts are
@@ -43,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -86,6 +98,8 @@ _USER_AGENT = "siprec-src"
 _MAX_RESPONSE_BYTES = 64 * 1024  # read (and discard) at most this much of an answer, so keep-alive works
 _MAX_BACKOFF = 300.0  # seconds; a large ``retries`` must not park a delivery for hours
 _RETRYABLE_STATUSES = frozenset({408, 429})  # and every 5xx
+PATIENCE = 0.5  # seconds an attempt may hold a sender before it goes on without one
+_IN_FLIGHT_PER_SENDER = 4  # attempts in flight (holding a sender or not) per sender, at most
 
 
 def request_method(delivery: Delivery) -> str:
@@ -221,6 +235,7 @@ class _Request:
 class _Lane:
     """The deliveries waiting for one URL; the head is the one being sent (or waiting to retry)."""
 
+    origin: str  # scheme://host:port: what the per-origin limits count
     pending: deque[_Request] = field(default_factory=deque)
     attempts: int = 0  # attempts made for the head
 
@@ -230,6 +245,7 @@ class _Outcome:
     delivered: bool
     retry: bool
     error: str
+    answered: bool = True  # the server sent an HTTP answer (False: timeout, no connection)
 
 
 Sleep = Callable[[float], Awaitable[object]]
@@ -251,11 +267,14 @@ class CallbackQueue:
         session: aiohttp.ClientSession | None = None,
         sleep: Sleep = asyncio.sleep,
         concurrency: int = 8,
+        patience: float = PATIENCE,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
         if concurrency < 1:
             raise LocalProtocolError("concurrency must be at least 1", field="concurrency")
+        if patience <= 0:
+            raise LocalProtocolError("patience must be positive", field="patience")
         self.settings = settings
         self.delivered = 0
         self.failed = 0
@@ -265,6 +284,7 @@ class CallbackQueue:
         self._own_session = session is None
         self._sleep = sleep
         self._concurrency = concurrency
+        self._patience = patience
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._lanes: dict[str, _Lane] = {}
@@ -274,6 +294,12 @@ class CallbackQueue:
         self._idle.set()
         self._workers: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.Task[None]] = set()
+        # Per origin: attempts in flight, lanes waiting for room, and whether it answers at all.
+        self._in_flight: dict[str, int] = {}
+        self._aside: dict[str, deque[str]] = {}
+        self._unresponsive: set[str] = set()
+        self._slots = asyncio.Semaphore(concurrency * _IN_FLIGHT_PER_SENDER)
+        self._released: set[asyncio.Task[_Outcome]] = set()  # attempts that let their sender go
         self._started = False
         self._closing = False
 
@@ -289,7 +315,9 @@ class CallbackQueue:
             raise LocalProtocolError("the callback queue is closed")
         self._started = True
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._concurrency)
+            # As many connections as attempts may be in flight: a connection held by a dead
+            # server's attempt must not make the next healthy attempt wait for the pool.
+            connector = aiohttp.TCPConnector(limit=self._concurrency * _IN_FLIGHT_PER_SENDER)
             self._session = aiohttp.ClientSession(connector=connector, headers={"User-Agent": _USER_AGENT})
         self._workers = [
             asyncio.create_task(self._work(), name=f"callback-sender-{n}") for n in range(self._concurrency)
@@ -319,7 +347,7 @@ class CallbackQueue:
                 return False
             lane = self._lanes.get(delivery.url)
             if lane is None:
-                lane = self._lanes[delivery.url] = _Lane()
+                lane = self._lanes[delivery.url] = _Lane(_origin(request.url))
                 self._ready.put_nowait(delivery.url)
             # An existing lane is in flight, waiting to retry or already ready: its worker
             # re-queues the URL when the head is done, so order within the URL is kept.
@@ -339,12 +367,15 @@ class CallbackQueue:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._idle.wait()
-        tasks = [*self._workers, *self._timers]
+        tasks = [*self._workers, *self._timers, *self._released]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
         self._timers.clear()
+        self._released.clear()
+        self._in_flight.clear()
+        self._aside.clear()
         for lane in self._lanes.values():
             for request in lane.pending:
                 self.failed += 1
@@ -388,33 +419,85 @@ class CallbackQueue:
     async def _work(self) -> None:
         while True:
             key = await self._ready.get()
+            await self._slots.acquire()
             lane = self._lanes[key]
-            request = lane.pending[0]
+            origin = lane.origin
+            if self._in_flight.get(origin, 0) >= self._origin_limit(origin):
+                # The origin has all the attempts it may have: wait aside until one ends.
+                self._slots.release()
+                self._aside.setdefault(origin, deque()).append(key)
+                continue
+            self._in_flight[origin] = self._in_flight.get(origin, 0) + 1
+            attempt = asyncio.get_running_loop().create_task(self._attempt(lane.pending[0]))
             try:
-                outcome = await self._attempt(request)
-            except Exception as exc:  # a bug, not the server: give up on this one, keep the worker
-                log.exception("status callback %s failed unexpectedly", request.delivery.event)
-                outcome = _Outcome(delivered=False, retry=False, error=type(exc).__name__)
-            lane.attempts += 1
-            if outcome.delivered:
-                self.delivered += 1
-                self._finish(key, lane)
-            elif outcome.retry and lane.attempts <= self.settings.retries:
-                self.retried += 1
-                delay = self._backoff(lane.attempts)
-                timer = asyncio.create_task(self._retry_later(key, delay))
-                self._timers.add(timer)
-                timer.add_done_callback(self._timers.discard)
+                await asyncio.wait((attempt,), timeout=self._patience)
+            except asyncio.CancelledError:
+                attempt.cancel()
+                raise
+            if attempt.done():
+                self._settle(key, lane, attempt)
             else:
-                self.failed += 1
-                log.warning(
-                    "status callback %s to %s undeliverable after %d attempt(s): %s",
-                    request.delivery.event,
-                    _for_logs(request.delivery.url),
-                    lane.attempts,
-                    outcome.error,
-                )
-                self._finish(key, lane)
+                # A slow server: the attempt ends on its own (within settings.timeout), and
+                # this sender serves the other lanes meanwhile.
+                self._released.add(attempt)
+                attempt.add_done_callback(functools.partial(self._settle, key, lane))
+
+    def _origin_limit(self, origin: str) -> int:
+        return 1 if origin in self._unresponsive else self._concurrency
+
+    def _settle(self, key: str, lane: _Lane, attempt: asyncio.Task[_Outcome]) -> None:
+        """An attempt ended: count it, then deliver, retry later or give up."""
+        self._released.discard(attempt)
+        if attempt.cancelled():
+            return  # close() is cancelling everything and forgets the lanes itself
+        origin = lane.origin
+        self._slots.release()
+        self._in_flight[origin] -= 1
+        if not self._in_flight[origin]:
+            del self._in_flight[origin]
+        request = lane.pending[0]
+        error = attempt.exception()
+        if error is not None:  # a bug, not the server: give up on this one, keep the queue going
+            log.error(
+                "status callback %s failed unexpectedly",
+                request.delivery.event,
+                exc_info=(type(error), error, error.__traceback__),
+            )
+            outcome = _Outcome(delivered=False, retry=False, error=type(error).__name__)
+        else:
+            outcome = attempt.result()
+        if outcome.answered:
+            self._unresponsive.discard(origin)
+        else:
+            self._unresponsive.add(origin)
+        lane.attempts += 1
+        if outcome.delivered:
+            self.delivered += 1
+            self._finish(key, lane)
+        elif outcome.retry and lane.attempts <= self.settings.retries:
+            self.retried += 1
+            delay = self._backoff(lane.attempts)
+            timer = asyncio.get_running_loop().create_task(self._retry_later(key, delay))
+            self._timers.add(timer)
+            timer.add_done_callback(self._timers.discard)
+        else:
+            self.failed += 1
+            log.warning(
+                "status callback %s to %s undeliverable after %d attempt(s): %s",
+                request.delivery.event,
+                _for_logs(request.delivery.url),
+                lane.attempts,
+                outcome.error,
+            )
+            self._finish(key, lane)
+        # Lanes that waited for room at this origin, as many as it has room for now.
+        waiting = self._aside.get(origin)
+        room = self._origin_limit(origin) - self._in_flight.get(origin, 0)
+        while waiting and room > 0:
+            self._ready.put_nowait(waiting.popleft())
+            room -= 1
+        if waiting is not None and not waiting:
+            del self._aside[origin]
 
     def _finish(self, key: str, lane: _Lane) -> None:
         lane.pending.popleft()
@@ -457,15 +540,22 @@ class CallbackQueue:
                     status = response.status
                     await _discard_body(response)
         except TimeoutError:
-            return _Outcome(delivered=False, retry=True, error=f"no answer within {timeout:g} s")
+            return _Outcome(
+                delivered=False, retry=True, error=f"no answer within {timeout:g} s", answered=False
+            )
         except aiohttp.InvalidURL:
             return _Outcome(delivered=False, retry=False, error="invalid URL")
         except (aiohttp.ClientError, OSError) as exc:
-            return _Outcome(delivered=False, retry=True, error=f"{type(exc).__name__}: {exc}")
+            return _Outcome(delivered=False, retry=True, error=f"{type(exc).__name__}: {exc}", answered=False)
         if 200 <= status < 300:
             return _Outcome(delivered=True, retry=False, error="")
         retry = status >= 500 or status in _RETRYABLE_STATUSES
         return _Outcome(delivered=False, retry=retry, error=f"HTTP {status}")
+
+
+def _origin(url: URL) -> str:
+    """scheme://host:port of a request URL: what the per-origin limits count."""
+    return f"{url.scheme}://{url.raw_host}:{url.port}"
 
 
 async def _discard_body(response: aiohttp.ClientResponse) -> None:

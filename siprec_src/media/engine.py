@@ -238,7 +238,14 @@ class MediaEngine:
         self._local_host().feed(call_id, leg, packet, time.monotonic())
 
     async def close_leg(self, call_id: str, leg: Leg) -> LegStats:
-        stats = await self._command(call_id, "close_leg", (call_id, leg))
+        try:
+            stats = await self._command(call_id, "close_leg", (call_id, leg))
+        except WorkerLostError:
+            # Released even though the worker cannot answer (it died), as stop_fork does: the
+            # placement would otherwise outlive the call, and a later call given the same id
+            # would be sent to the dead worker (WorkerLostError) forever.
+            self._release(call_id)
+            raise
         self._release(call_id)
         return cast(LegStats, stats)
 

@@ -3,8 +3,11 @@ official ``twilio`` validator (test-only dependency).
 
 Covered: GET/POST form/JSON on the wire, order per URL, retry rules (5xx/408/429/connection/
 timeout retried, other 4xx not), backoff with jitter, a hanging server not delaying another URL,
-bounded queue, close() flushing then cancelling, log redaction. Backoff waits go through an
-injected ``sleep`` so no test sleeps for real beyond short per-attempt timeouts.
+a dead server with many URLs not holding the senders (attempts let go of their sender after the
+patience, an unresponsive origin gets one attempt at a time, a slow origin never more attempts
+than there are senders), bounded queue, close() flushing then cancelling, log redaction. Backoff
+waits go through an injected ``sleep`` so no test sleeps for real beyond short per-attempt
+timeouts.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class CallbackServer:
     delays: dict[str, list[float]] = field(default_factory=dict)  # path -> seconds to wait, in turn
     in_flight: dict[str, int] = field(default_factory=dict)
     max_in_flight: dict[str, int] = field(default_factory=dict)
+    max_in_flight_total: int = 0  # requests in flight at once, whatever their path
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -77,6 +81,7 @@ class CallbackServer:
         path = request.path
         self.in_flight[path] = self.in_flight.get(path, 0) + 1
         self.max_in_flight[path] = max(self.max_in_flight.get(path, 0), self.in_flight[path])
+        self.max_in_flight_total = max(self.max_in_flight_total, sum(self.in_flight.values()))
         try:
             body = await request.read()
             delays = self.delays.get(path)
@@ -344,6 +349,81 @@ async def test_backoff_waits_hold_no_sender(server: CallbackServer, make_queue: 
     assert len(server.on("/retry")) == 1
     gate.set()
     await until(lambda: queue.delivered == 2)
+
+
+class BlackHole:
+    """An origin that accepts connections and never answers; ``open`` counts those open now."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.open = 0
+        self.base = ""
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> BlackHole:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.base = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.open += 1
+        try:
+            while await reader.read(65536):
+                pass  # until the client gives up and closes
+        finally:
+            self.open -= 1
+            writer.close()
+
+
+async def test_a_dead_server_with_many_urls_does_not_hold_the_senders(
+    server: CallbackServer, make_queue: MakeQueue
+) -> None:
+    # Callback URLs that name the call: one lane per call, all on one dead server. Before the
+    # patience, two of them took both senders for the whole 5 s timeout.
+    queue = await make_queue(CallbackSettings(timeout=5.0, retries=0), concurrency=2, patience=0.1)
+    async with BlackHole() as hole:
+        for n in range(6):
+            queue.submit(Delivery(url=f"{hole.base}/cb?call={n}", event="dead"))
+        await until(lambda: hole.accepted == 2, timeout=1.0)
+        queue.submit(Delivery(url=server.url("/alive"), event="alive"))
+        await server.wait_for("/alive", 1, timeout=1.0)  # not after the 5 s timeout
+        await until(lambda: queue.delivered == 1, timeout=1.0)
+        assert hole.accepted == 2  # the dead origin's attempts in flight: at most one per sender
+        await queue.close(0)
+    assert queue.failed == 6
+
+
+async def test_an_unresponsive_origin_gets_one_attempt_at_a_time(make_queue: MakeQueue) -> None:
+    queue = await make_queue(CallbackSettings(timeout=0.2, retries=2), concurrency=4, patience=0.05)
+    async with BlackHole() as hole:
+        for n in range(4):
+            queue.submit(Delivery(url=f"{hole.base}/cb?call={n}"))
+        await until(lambda: hole.open == 4, timeout=1.0)  # before any answer was missed: all four
+        # The first four timed out (and the hole saw them closed): from now on, one at a time.
+        await until(lambda: queue.retried >= 4 and hole.open <= 1, timeout=1.0)
+        most = 0
+        while queue.failed < 4:  # 8 more attempts, one at a time: about 1.6 s
+            most = max(most, hole.open)
+            await asyncio.sleep(0.005)
+        assert most == 1
+        assert hole.accepted == 12
+
+
+async def test_a_slow_origin_never_has_more_attempts_than_senders(
+    server: CallbackServer, make_queue: MakeQueue
+) -> None:
+    queue = await make_queue(CallbackSettings(timeout=2.0), concurrency=3, patience=0.02)
+    for n in range(12):
+        server.delays[f"/slow{n}"] = [0.15]
+        queue.submit(Delivery(url=server.url(f"/slow{n}")))
+    await until(lambda: queue.delivered == 12, timeout=3.0)
+    # Each attempt let its sender go after 0.02 s, yet the origin never had more than three.
+    assert server.max_in_flight_total == 3
 
 
 # --- bounds and shutdown -----------------------------------------------------------------------

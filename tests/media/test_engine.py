@@ -6,7 +6,8 @@ SR/SDES well formed at the sink and BYE at stop and at close; an SRTP fork decry
 the SRS's RR (on the RTCP port and muxed on the RTP port) reaching fork_stats and an event; the
 feed() path; placement rules and unknown ids; update_fork and pause/resume over sockets; send
 failures (ICMP port unreachable); idle legs; a killed worker reported as WorkerDied while the
-other worker keeps forwarding.
+other worker keeps forwarding, and its calls forgotten once their legs and forks are closed (the
+id of a lost call serves a new call).
 Does not cover throughput (benchmarks/bench_media.py) or the pipelines' arithmetic
 (test_pipeline.py).
 """
@@ -483,4 +484,13 @@ async def test_a_dead_worker_is_reported_and_the_others_keep_forwarding(
         # New calls go to the live worker.
         await engine.open_leg(LegSpec("new", Leg.INBOUND))
         assert engine.placement("new") == 1
+        # The lost call is closed although its worker cannot answer: it is forgotten, so its id
+        # serves a new call (it used to stay placed on the dead worker: WorkerLostError forever).
+        with pytest.raises(WorkerLostError):
+            await engine.stop_fork("doomed-fork")
+        with pytest.raises(WorkerLostError):
+            await engine.close_leg("doomed", Leg.INBOUND)
+        assert engine.placement("doomed") is None
+        await engine.open_leg(LegSpec("doomed", Leg.INBOUND))
+        assert engine.placement("doomed") == 1
     sender.close()
