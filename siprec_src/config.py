@@ -538,6 +538,7 @@ def _control(root: _Table) -> ControlSettings:
             "public_url",
             "max_body_bytes",
             "max_calls",
+            "max_recordings",
             "max_streams",
             "rate_limit",
             "rate_burst",
@@ -555,6 +556,7 @@ def _control(root: _Table) -> ControlSettings:
     port = api.integer("port", _CONTROL_DEFAULTS.port, minimum=0, maximum=65535)
     max_body_bytes = api.integer("max_body_bytes", _CONTROL_DEFAULTS.max_body_bytes, minimum=1024)
     max_calls = api.integer("max_calls", _CONTROL_DEFAULTS.max_calls, minimum=1)
+    max_recordings = api.integer("max_recordings", _CONTROL_DEFAULTS.max_recordings, minimum=1)
     max_streams = api.integer("max_streams", _CONTROL_DEFAULTS.max_streams, minimum=1)
     rate_limit = api.number("rate_limit", _CONTROL_DEFAULTS.rate_limit, minimum=0)
     rate_burst = api.integer("rate_burst", _CONTROL_DEFAULTS.rate_burst, minimum=1)
@@ -631,6 +633,7 @@ def _control(root: _Table) -> ControlSettings:
         public_url=public_url.rstrip("/") if public_url else None,
         max_body_bytes=max_body_bytes,
         max_calls=max_calls,
+        max_recordings=max_recordings,
         max_streams=max_streams,
         rate_limit=rate_limit,
         rate_burst=rate_burst,

@@ -288,7 +288,8 @@ class NativeApi:
         if callback is not None:
             _check_callback_url(callback)
         try:
-            recording = await call.record(
+            recording = await self.sidecar.record(
+                call,
                 connector=body["connector"],
                 track=body.get("track", Track.BOTH.value),
                 name=body.get("name"),

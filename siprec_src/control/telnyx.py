@@ -228,7 +228,8 @@ class TelnyxApi:
         webhook_url = _webhook_url(body)
         custom = _custom_headers(body)
         try:
-            recording = await call.record(
+            recording = await self.sidecar.record(
+                call,
                 connector=connector,
                 track=track,
                 params=custom,

@@ -255,7 +255,8 @@ class TwilioApi:
     ) -> Recording:
         callback = _callback_url(status_callback, "StatusCallback")
         method = _callback_method(status_callback_method, "StatusCallbackMethod")
-        recording = await call.record(
+        recording = await self.sidecar.record(
+            call,
             connector=connector_name or DEFAULT_CONNECTOR,
             track=track or "both_tracks",
             name=name,

@@ -312,14 +312,18 @@ class CryptoAttribute:
 
     tag: int
     suite: str
-    key_params: tuple[str, ...]
+    # Keys: never in a repr or an error message (descriptions end up in logs).
+    key_params: tuple[str, ...] = field(repr=False)
     session_params: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, value: str) -> CryptoAttribute:
         parts = _fields(value)
         if len(parts) < 3:
-            raise SdpError(f"a=crypto:{value} needs '<tag> <crypto-suite> <key-params>' (RFC 4568 §9.1)")
+            raise SdpError(
+                f"a=crypto with {len(parts)} field(s) needs '<tag> <crypto-suite> <key-params>' "
+                "(RFC 4568 §9.1)"
+            )
         # RFC 4568 §9.1: tag = 1*9DIGIT
         tag = _number(parts[0], "crypto tag", 9)
         suite = _token(parts[1], "crypto suite")
@@ -329,7 +333,9 @@ class CryptoAttribute:
             # RFC 4568 §9.1: key-param = key-method ":" key-info
             if not colon or not method or not info:
                 raise SdpError(
-                    f"crypto key parameter {param!r} is not '<key-method>:<key-info>' (RFC 4568 §9.1)"
+                    # Not the text: a key-param without its "inline:" is the key itself.
+                    f"a crypto key parameter of a=crypto:{tag} is not '<key-method>:<key-info>' "
+                    "(RFC 4568 §9.1)"
                 )
         return cls(tag, suite, key_params, tuple(parts[3:]))
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import dataclasses
 import json
 import logging
 import re
@@ -60,7 +59,6 @@ from siprec_src.control.callbacks import CallbackQueue, Delivery, verify_hmac_sh
 from siprec_src.control.http import build_app, register_callback_metrics
 from siprec_src.control.metrics import Registry
 from siprec_src.control.sidecar import Sidecar
-from siprec_src.errors import LocalProtocolError
 from siprec_src.media.spec import Leg, SrtpKeys
 from siprec_src.media.srtp import SrtpSender, generate_key_params
 from siprec_src.recording.call import Party
@@ -611,7 +609,7 @@ async def test_tap_ports_take_only_the_expected_or_the_latched_source() -> None:
 
 async def test_each_limit_answers_a_clear_error_naming_it() -> None:
     async with MiniSrs() as srs, WsServer() as service:
-        limits = "max_calls = 2\nmax_streams = 1\nmax_body_bytes = 1024\n"
+        limits = "max_calls = 2\nmax_recordings = 3\nmax_streams = 1\nmax_body_bytes = 1024\n"
         config = config_of(BASE + f'[connectors.main]\nsrs = ["{srs.uri()}"]\n[api]\n{limits}')
         async with stack(config) as api:
             first = (await api.call("POST", "/v1/calls", {"from": ALICE, "to": BOB}))[1]["call_id"]
@@ -646,12 +644,13 @@ async def test_each_limit_answers_a_clear_error_naming_it() -> None:
             assert status == 413 and body["error"]["code"] == "body_too_large"
             assert "max_body_bytes" in body["error"]["message"]
 
-            # The sidecar-wide recording budget (Sidecar.record).
-            api.sidecar.settings = dataclasses.replace(api.sidecar.settings, max_recordings=2)
-            call = api.sidecar.call(second)
-            with pytest.raises(LocalProtocolError) as caught:
-                await api.sidecar.record(call, connector="main")
-            assert caught.value.code == "stream_limit" and "max_recordings = 2" in str(caught.value)
+            # The sidecar-wide recording budget ([api] max_recordings): a third, then no fourth.
+            one_leg = {"connector": "main", "track": "inbound_track"}
+            status, body, _ = await api.call("POST", f"/v1/calls/{second}/recordings", one_leg)
+            assert status == 201, body
+            status, body, _ = await api.call("POST", f"/v1/calls/{second}/recordings", one_leg)
+            assert status == 409 and body["error"]["code"] == "stream_limit", body
+            assert body["error"]["field"] is None and "max_recordings = 3" in body["error"]["message"]
 
         rated = config_of(BASE + "[api]\nrate_limit = 0.01\nrate_burst = 2\n")  # 2, then one per 100 s
         async with stack(rated) as api:
