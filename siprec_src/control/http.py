@@ -99,12 +99,21 @@ def build_app(
     metrics_guard = _metrics_guard(settings.credentials)
 
     async def healthz(request: web.Request) -> web.StreamResponse:
+        configured, alive = sidecar.engine.media.workers
+        # A dead worker is not restarted: the sidecar still serves on the others ("degraded",
+        # 200), but with none left it cannot fork anything and a load balancer must look away.
+        status = "ok"
+        if alive < configured:
+            status = "degraded" if alive else "media_unavailable"
+        if sidecar.shutting_down:
+            status = "shutting_down"
         body = {
-            "status": "shutting_down" if sidecar.shutting_down else "ok",
+            "status": status,
             "calls": len(sidecar.engine.calls),
             "recordings": sidecar.live_recordings(),
+            "media_workers": {"configured": configured, "alive": alive},
         }
-        return web.json_response(body, status=503 if sidecar.shutting_down else 200)
+        return web.json_response(body, status=200 if status in ("ok", "degraded") else 503)
 
     async def metrics_text(request: web.Request) -> web.StreamResponse:
         denied = metrics_guard(request)

@@ -618,11 +618,17 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "Health": {
         "type": "object",
-        "required": ["status", "calls", "recordings"],
+        "required": ["status", "calls", "recordings", "media_workers"],
         "properties": {
-            "status": {"type": "string", "enum": ["ok", "shutting_down"]},
+            "status": {"type": "string", "enum": ["ok", "degraded", "media_unavailable", "shutting_down"]},
             "calls": _INT,
             "recordings": _INT,
+            "media_workers": {
+                "type": "object",
+                "required": ["configured", "alive"],
+                "properties": {"configured": _INT, "alive": _INT},
+                "description": "Media worker processes; a dead one is not restarted.",
+            },
         },
     },
     "Error": {
@@ -915,8 +921,8 @@ UNAUTHENTICATED_PATHS: dict[str, dict[str, Any]] = {
             "summary": "Liveness and load; 503 while shutting down.",
             "security": [],
             "responses": {
-                "200": _json(_ref("Health"), "Serving."),
-                "503": _json(_ref("Health"), "Shutting down: send no new calls."),
+                "200": _json(_ref("Health"), "Serving (degraded: a media worker died, the others serve)."),
+                "503": _json(_ref("Health"), "Shutting down, or no media worker left: send no new calls."),
             },
         }
     },

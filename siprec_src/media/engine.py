@@ -304,6 +304,11 @@ class MediaEngine:
         return await self._events.get()
 
     @property
+    def workers(self) -> tuple[int, int]:
+        """(configured, alive) media worker processes; (0, 0) when pipelines run in-process."""
+        return len(self._workers), sum(1 for w in self._workers if w.alive)
+
+    @property
     def worker_pids(self) -> tuple[int | None, ...]:
         """Process ids of the workers (None for one that never started); for tests and ops."""
         return tuple(w.process.pid if w.process is not None else None for w in self._workers)

@@ -224,7 +224,12 @@ async def test_healthz_says_503_while_shutting_down_and_new_calls_are_refused() 
     async with running_api() as api:
         await api.new_call()
         status, body, _ = await api.call("GET", "/healthz", token=None)
-        assert status == 200 and body == {"status": "ok", "calls": 1, "recordings": 0}
+        assert status == 200 and body == {
+            "status": "ok",
+            "calls": 1,
+            "recordings": 0,
+            "media_workers": {"configured": 0, "alive": 0},  # in-process media
+        }
         api.sidecar.shutting_down = True
         status, body, _ = await api.call("GET", "/healthz", token=None)
         assert status == 503 and body["status"] == "shutting_down"

@@ -348,6 +348,10 @@ async def test_a_killed_media_worker_fails_its_recordings_and_spares_the_rest(tm
                     ]
                 )
                 health = await sidecar.request("GET", "/healthz")
+                # Still serving, on one worker of two: degraded, not down.
+                assert health.status == 200, health.body
+                assert health.body["status"] == "degraded", health.body
+                assert health.body["media_workers"] == {"configured": 2, "alive": 1}
                 await asyncio.sleep(1.5)
                 until = time.time() - IN_FLIGHT
 
