@@ -464,7 +464,7 @@ async def test_without_tokens_the_native_api_is_not_enabled() -> None:
         status, body, _ = await api.call("GET", "/v1/calls")
         assert_error(status, body, 404, "not_enabled")
         status, body, _ = await api.call("GET", "/healthz", token=None)
-        assert status == 200 and body == {"status": "ok", "calls": 0, "recordings": 0}
+        assert status == 200 and body["status"] == "ok" and (body["calls"], body["recordings"]) == (0, 0)
 
 
 @pytest.mark.parametrize(
