@@ -138,25 +138,11 @@ class Sidecar:
         The per-call limit (4 forked streams) bounds one call; this bounds the sidecar: each
         live recording holds a SIP dialog, fork sockets and SRTP sessions.
         """
-        live = self.live_recordings()
-        if live >= self.settings.max_recordings:
-            raise LocalProtocolError(
-                f"the sidecar already has {live} recordings live (max_recordings = "
-                f"{self.settings.max_recordings})",
-                field=None,
-                code="stream_limit",
-            )
+        _check_budget(self.live_recordings(), self.settings.max_recordings, "recordings", "max_recordings")
 
     def check_stream_budget(self) -> None:
         """Refuse a new WebSocket stream when ``max_streams`` are live across every call."""
-        live = self.live_streams()
-        if live >= self.settings.max_streams:
-            raise LocalProtocolError(
-                f"the sidecar already has {live} WebSocket streams live (max_streams = "
-                f"{self.settings.max_streams})",
-                field=None,
-                code="stream_limit",
-            )
+        _check_budget(self.live_streams(), self.settings.max_streams, "WebSocket streams", "max_streams")
 
     async def record(self, call: Call, **options: Any) -> Recording:
         """``Call.record`` within the sidecar's recording budget (``max_recordings``)."""
@@ -361,3 +347,10 @@ class _Times:
     created: datetime
     started: datetime | None
     updated: datetime
+
+
+def _check_budget(live: int, limit: int, what: str, key: str) -> None:
+    if live >= limit:
+        raise LocalProtocolError(
+            f"the sidecar already has {live} {what} live ({key} = {limit})", field=None, code="stream_limit"
+        )
