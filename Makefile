@@ -39,9 +39,11 @@ demo: install
 
 bench: install peers
 	$(PY) -m benchmarks.bench_sip
+	$(PY) -m benchmarks.bench_signaling
 	$(PY) -m benchmarks.bench_media
 
 bench-quick: install peers
+	$(PY) -m benchmarks.bench_signaling --quick
 	$(PY) -m benchmarks.bench_media --quick
 
 # The long fuzzing runs (a few seconds of each fuzzer already run inside `make test`).

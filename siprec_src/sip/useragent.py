@@ -22,6 +22,8 @@ What the core does on its own, because every UA must and no TU should get it wro
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
 import re
 from collections import deque
@@ -230,7 +232,10 @@ class UserAgentCore:
         self._client_by_tx: dict[str, int] = {}
         self._servers: dict[str, _ServerRequest] = {}
         self._pending_acks: dict[DialogId, _PendingAck] = {}
-        self._deadlines: list[tuple[float, _Kind, object]] = []
+        # A heap of (when, order, kind, key): a sidecar holds every dialog of the last 32 s here
+        # (Timer H/J-long waits), and a scan per call was the signaling rate's first cost.
+        self._deadlines: list[tuple[float, int, _Kind, object]] = []
+        self._deadline_order = itertools.count()
         self._events: deque[UaEvent] = deque()
         self._outbox: list[tuple[bytes, Destination]] = []
 
@@ -577,18 +582,22 @@ class UserAgentCore:
 
     def handle_timer(self, now: float) -> None:
         self.transactions.handle_timer(now)
-        due = [item for item in self._deadlines if item[0] <= now]
-        self._deadlines = [item for item in self._deadlines if item[0] > now]
-        for _, kind, key in sorted(due, key=lambda item: item[0]):
+        # What is due now, in deadline order (ties in the order they were set); deadlines a
+        # firing sets for later wait for the next call, as before.
+        due = []
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            due.append(heapq.heappop(deadlines))
+        for _, _, kind, key in due:
             self._fire(kind, key, now)
         self._pump(now)
 
     def get_timer(self) -> float | None:
-        candidates = [item[0] for item in self._deadlines]
+        mine = self._deadlines[0][0] if self._deadlines else None
         tx = self.transactions.get_timer()
-        if tx is not None:
-            candidates.append(tx)
-        return min(candidates) if candidates else None
+        if mine is None or (tx is not None and tx < mine):
+            return tx
+        return mine
 
     def messages_to_send(self) -> list[tuple[bytes, Destination]]:
         out = self._outbox
@@ -601,7 +610,7 @@ class UserAgentCore:
     # --- internals ------------------------------------------------------------------------
 
     def _add_deadline(self, when: float, kind: _Kind, key: object) -> None:
-        self._deadlines.append((when, kind, key))
+        heapq.heappush(self._deadlines, (when, next(self._deadline_order), kind, key))
 
     def _fire(self, kind: _Kind, key: object, now: float) -> None:
         if kind is _Kind.RETRY:
