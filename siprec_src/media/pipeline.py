@@ -8,14 +8,19 @@ and gives each object the callables that touch the network: ``recv_into`` for a 
 
 The packet path, per datagram:
 
-1. :meth:`LegReceiver.on_readable` receives into the process's one preallocated buffer, checks the
-   source (expected or latched, :class:`~siprec_src.media.spec.LegSpec`), parses the 12-byte
-   fixed header **once** with a precompiled ``struct.Struct`` and hands the parsed fields to each
-   fork's handler, with a writable ``memoryview`` of the packet.
+1. :meth:`LegReceiver.on_readable` receives into the process's one preallocated buffer
+   (:class:`PacketBuffer`), checks the source (expected or latched,
+   :class:`~siprec_src.media.spec.LegSpec`), parses the 12-byte fixed header **once** with a
+   precompiled ``struct.Struct`` and hands the parsed fields to each fork's handler, with a
+   writable ``memoryview`` of the packet (cut once per length, not per packet). Once the source
+   is admitted, the owner may move it to a socket connected to it, read without a source address
+   (:meth:`LegReceiver.connected_reader`).
 2. Each :class:`ForkPipeline` handler writes its own header fields into that view in place
    (``pack_into``: second byte, sequence number, timestamp, SSRC) and sends the view. Forks of
    the same leg run one after the other over the same bytes: each writes every field it owns, and
-   the leg runs ``plain`` forks (which send the leg's header unchanged) before rewriting ones.
+   the leg runs ``plain`` forks (which send the leg's header unchanged) first, SRTP forks last.
+   libsrtp encrypts where the packet lies: the last fork protects the shared bytes themselves, an
+   SRTP fork before it a copy, so nothing is copied in the usual one-fork-per-leg case.
 
 The handler of a fork is chosen once, when it is set up or its spec changes, from a table
 (STYLE.md #10, after rtpengine's ``media_socket.c``), never by branching per packet on the mode:
@@ -85,10 +90,15 @@ from siprec_src.media.rtp import (
     parse_rtcp,
 )
 from siprec_src.media.spec import Address, ForkSpec, LegSpec
-from siprec_src.media.srtp import SrtpError, SrtpReceiver, SrtpSender
+from siprec_src.media.srtp import SrtpError, SrtpReceiver, SrtpSender, buffer_address
 
 EventSink = Callable[[MediaEvent], None]
 RecvInto = Callable[[bytearray], tuple[int, Address]]
+RecvConnected = Callable[[bytearray], int]
+Admitted = Callable[[Address, float], None]
+# unprotect_in_place(address, length) / protect_in_place(address, length) -> new length
+UnprotectInPlace = Callable[[object, int], int]
+ProtectInPlace = Callable[[object, int], int]
 SendRtp = Callable[[memoryview | bytes], object]
 SendRtcp = Callable[[bytes], object]
 # handler(data, second_byte, sequence, timestamp, ssrc, payload_octets, now)
@@ -96,6 +106,10 @@ Forward = Callable[[memoryview, int, int, int, int, int, float], None]
 
 # Big enough for any UDP datagram, so a packet is never silently cut (one per process).
 BUFFER_SIZE = 65536
+# Packet lengths whose view of a PacketBuffer is kept (an MTU and then some).
+CACHED_VIEW_LENGTH = 2048
+# Most datagrams LegReceiver.drain_checked reads in one go (a 1 MiB socket buffer holds ~1000).
+DRAIN_LIMIT = 4096
 
 # RFC 3550 §A.1: a sequence number further ahead than MAX_DROPOUT, or further behind than
 # MAX_MISORDER, is not this stream's next packet but a restart.
@@ -115,6 +129,9 @@ KEEPALIVE_SECONDS = 15.0
 _SEQ_BACK = 0x10000 - MAX_MISORDER
 _NEVER = -1  # no source SSRC yet (or a forced re-base): never equal to a 32-bit SSRC
 _REWRITE = struct.Struct("!BHII")  # second byte (M/PT), sequence, timestamp, SSRC at offset 1
+# Bound once: a module global and a call per packet, not a global, a method lookup and a call.
+_pack_rewrite = _REWRITE.pack_into
+_unpack_header = RTP_HEADER.unpack_from
 _FEED_SOURCE: Address = ("", 0)  # the "source" of packets pushed with feed()
 _UNSET: Address = ("<unset>", -1)  # no source admitted yet: the first packet takes the slow path
 
@@ -176,8 +193,12 @@ def _no_socket(buffer: bytearray) -> tuple[int, Address]:
     raise BlockingIOError("a feed-only leg has no socket")
 
 
-def _no_keys(packet: bytes) -> bytes:
-    raise AssertionError("an RTP leg has no SRTP keys")  # never chosen as its strategy
+def _not_connected(buffer: bytearray) -> int:
+    raise BlockingIOError("no socket connected to the source")
+
+
+def _no_keys(address: object, length: int) -> int:
+    raise AssertionError("no SRTP keys")  # never chosen as the strategy of a stream without keys
 
 
 def _payload_octets(buffer: bytearray, length: int, first: int) -> int:
@@ -202,18 +223,68 @@ def _payload_octets(buffer: bytearray, length: int, first: int) -> int:
     return end - offset if end >= offset else -1
 
 
+class _Views(dict[int, memoryview]):
+    """``views[n]``: the first n bytes of a buffer, cut once per length and kept.
+
+    Slicing a memoryview per packet costs more than this lookup (a new object each time); a
+    stream's packets have one or two lengths. Lengths beyond ``CACHED_VIEW_LENGTH`` are cut per
+    packet, so a sender cycling through every length cannot make the cache grow past it.
+    """
+
+    __slots__ = ("_whole",)
+
+    def __init__(self, buffer: bytearray) -> None:
+        super().__init__()
+        self._whole = memoryview(buffer)
+
+    def __missing__(self, length: int) -> memoryview:
+        view = self._whole[:length]
+        if length <= CACHED_VIEW_LENGTH:
+            self[length] = view
+        return view
+
+
+class PacketBuffer:
+    """A packet buffer with what the packet path needs of it: views per length, the C address.
+
+    A process has one for what its legs receive (every packet is handled to the end before the
+    next is read, so all legs share it) and SRTP forks have one to protect a copy in (``_SCRATCH``).
+    Sharing one buffer keeps the bytes every packet touches in the CPU cache whatever the number
+    of streams. ``address`` is what libsrtp processes in place (``srtp.buffer_address``).
+    """
+
+    __slots__ = ("address", "data", "views")
+
+    def __init__(self, data: bytearray | None = None) -> None:
+        self.data = bytearray(BUFFER_SIZE) if data is None else data
+        self.views = _Views(self.data)
+        self.address = buffer_address(self.data)
+
+
+def _nobody_admitted(source: Address, now: float) -> None:
+    """The default on_admitted hook: the leg keeps reading its tap socket (tests, feed path)."""
+
+
 class LegReceiver:
     """Receive state of one call leg: admission, counters, idle detection, the forks it feeds.
 
     Admission (LegSpec): with ``expected_source`` only that address is accepted; without, the
     first source is latched (SourceLatched) and every other one refused and counted, so nobody can
     inject audio into a recording. Packets pushed with :meth:`feed` skip the check. An SRTP leg is
-    unprotected before anything else looks at the payload; a packet that fails is counted and
-    dropped, never forwarded. RTCP on the RTP port (RFC 5761 §4 demultiplexing: second byte
-    192-223) and on the leg's RTCP port is counted, not forwarded: the SRS gets our RTCP.
+    unprotected (in place, in the shared buffer) before anything else looks at the payload; a
+    packet that fails is counted and dropped, never forwarded. RTCP on the RTP port (RFC 5761 §4
+    demultiplexing: second byte 192-223) and on the leg's RTCP port is counted, not forwarded:
+    the SRS gets our RTCP.
+
+    Once a source is admitted, ``on_admitted(source, now)`` lets the owner serve that source from
+    a socket connected to it (``connected_reader``): the kernel then delivers it only that
+    source's datagrams, so the reader needs no source address, whose making is the dearest part
+    of a ``recvfrom`` in Python (see MediaHost). The tap socket keeps receiving everybody else,
+    still checked and counted.
     """
 
     __slots__ = (
+        "_address",
         "_buffer",
         "_emit",
         "_expected",
@@ -224,10 +295,13 @@ class LegReceiver:
         "_idle_reported",
         "_last_at",
         "_last_srtp_failure",
+        "_on_admitted",
+        "_packets",
+        "_recv_connected",
         "_recv_into",
         "_source",
         "_unprotect",
-        "_view",
+        "_views",
         "malformed",
         "octets",
         "on_readable",
@@ -242,17 +316,24 @@ class LegReceiver:
     def __init__(
         self,
         spec: LegSpec,
-        buffer: bytearray,
+        buffer: bytearray | PacketBuffer,
         emit: EventSink,
         now: float,
         stream_timeout: float,
         recv_into: RecvInto | None = None,
+        *,
+        on_admitted: Admitted | None = None,
     ) -> None:
         self.spec = spec
         self._recv_into = recv_into if recv_into is not None else _no_socket
+        self._recv_connected: RecvConnected = _not_connected
+        self._on_admitted = on_admitted if on_admitted is not None else _nobody_admitted
         self.stream_timeout = stream_timeout
-        self._buffer = buffer
-        self._view = memoryview(buffer)
+        packets = buffer if isinstance(buffer, PacketBuffer) else PacketBuffer(buffer)
+        self._packets = packets
+        self._buffer = packets.data
+        self._views = packets.views
+        self._address = packets.address
         self._emit = emit
         self._expected = spec.expected_source
         self._source = _UNSET
@@ -271,12 +352,13 @@ class LegReceiver:
         # The per-packet strategy, chosen once (STYLE.md #10).
         self.on_readable: Callable[[float], bool]
         self._feed: Callable[[int, float], None]
+        self._unprotect: UnprotectInPlace
         if spec.srtp is None:
             self._unprotect = _no_keys
             self.on_readable = self._read_rtp
             self._feed = self._feed_rtp
         else:
-            self._unprotect = SrtpReceiver(spec.srtp).unprotect
+            self._unprotect = SrtpReceiver(spec.srtp).unprotect_in_place
             self.on_readable = self._read_srtp
             self._feed = self._feed_srtp
 
@@ -292,15 +374,21 @@ class LegReceiver:
         if fork in self._forks:
             self._forks.remove(fork)
             fork.leg_receiver = None
+            fork.protect_in(None)
         self.refresh()
 
     def refresh(self) -> None:
         """Rebuild the handler tuple after a fork was added, removed, paused or resumed.
 
-        Plain forks go first: they send the header as the leg received it, before any rewriting
-        fork writes its own fields into the shared bytes.
+        Forks run one after the other over the shared bytes (see the module docstring), so the
+        order matters: plain forks first (they send the header as the leg received it), then the
+        rewriting ones (each writes every header field it owns), SRTP forks last (encryption
+        changes the payload). The last fork may change the bytes for good: an SRTP fork there
+        protects the packet where it lies; one before it protects a copy.
         """
-        ordered = sorted(self._forks, key=lambda fork: not fork.is_plain)
+        ordered = sorted(self._forks, key=_fork_rank)
+        for position, fork in enumerate(ordered, 1):
+            fork.protect_in(self._packets if position == len(ordered) else None)
         self._forwards = tuple(fork.handler for fork in ordered)
 
     @property
@@ -325,9 +413,11 @@ class LegReceiver:
             # BlockingIOError (a spurious wakeup), or an ICMP error queued on the socket
             # (nothing to do with the leg's media): either way, nothing to fork.
             return False
-        if source != self._source and not self._admit(source, now):
-            return True
-        self._dispatch_rtp(length, now)
+        if source == self._source:
+            self._dispatch_rtp(length, now)
+        elif self._admit(source, now):
+            self._dispatch_rtp(length, now)
+            self._on_admitted(source, now)
         return True
 
     def _read_srtp(self, now: float) -> bool:
@@ -335,11 +425,63 @@ class LegReceiver:
             length, source = self._recv_into(self._buffer)
         except OSError:
             return False
-        if source != self._source and not self._admissible(source):
+        if source == self._source:
+            self._dispatch_srtp(length, now)
+        elif not self._admissible(source):
             self.rejected_source += 1  # refused before spending a decryption on it
-            return True
-        self._dispatch_srtp(length, source, now)
+        else:
+            length = self._unprotect_packet(length, now)
+            if length >= 0:
+                # Only an authenticated packet latches its source: a forged packet arriving
+                # first must not lock the real sender out.
+                self._admit(source, now)
+                self._dispatch_rtp(length, now)
+                self._on_admitted(source, now)
         return True
+
+    def connected_reader(self, recv: RecvConnected) -> Callable[[float], bool]:
+        """The ``on_readable`` for a socket connected to the admitted source, reading with
+        ``recv`` (``recv_into``): no source address to make or compare, the kernel delivers
+        that socket nothing else. Like ``on_readable``, one datagram per call."""
+        self._recv_connected = recv
+        return self._read_connected_rtp if self.spec.srtp is None else self._read_connected_srtp
+
+    def _read_connected_rtp(self, now: float) -> bool:
+        recv = self._recv_connected
+        try:
+            length = recv(self._buffer)
+        except OSError:
+            return False
+        self._dispatch_rtp(length, now)
+        return True
+
+    def _read_connected_srtp(self, now: float) -> bool:
+        recv = self._recv_connected
+        try:
+            length = recv(self._buffer)
+        except OSError:
+            return False
+        self._dispatch_srtp(length, now)
+        return True
+
+    def drain_checked(self, recv_into: RecvInto, now: float) -> None:
+        """Read a socket empty, checking each datagram's source against the admitted one.
+
+        For the datagrams a socket queued before it was connected (they may come from anyone),
+        and those the tap socket still holds from the admitted source when its connected socket
+        takes over: handled now, they go out before anything the connected socket receives.
+        Bounded, so a flood on the tap port cannot hold the worker here.
+        """
+        dispatch = self._dispatch_rtp if self.spec.srtp is None else self._dispatch_srtp
+        for _ in range(DRAIN_LIMIT):
+            try:
+                length, source = recv_into(self._buffer)
+            except OSError:
+                return
+            if source == self._source:
+                dispatch(length, now)
+            else:
+                self.rejected_source += 1
 
     def feed(self, packet: bytes, now: float) -> None:
         """The embedding path: a packet the caller already holds, no socket, no source check."""
@@ -356,7 +498,11 @@ class LegReceiver:
         self._dispatch_rtp(length, now)
 
     def _feed_srtp(self, length: int, now: float) -> None:
-        self._dispatch_srtp(length, _FEED_SOURCE, now)
+        length = self._unprotect_packet(length, now)
+        if length >= 0:
+            if self._source is _UNSET:
+                self._admit(_FEED_SOURCE, now)
+            self._dispatch_rtp(length, now)
 
     def receive_rtcp(self, now: float) -> None:
         """A datagram arrived on the leg's RTCP port (RFC 3550 §11: RTP port + 1): counted only."""
@@ -386,7 +532,7 @@ class LegReceiver:
         if length < 12:
             self.malformed += 1
             return
-        first, second, seq, ts, ssrc = RTP_HEADER.unpack_from(self._buffer)
+        first, second, seq, ts, ssrc = _unpack_header(self._buffer)
         if first == 0x80:  # version 2, no padding, extension or CSRC: nearly every packet
             octets = length - 12
         else:
@@ -400,31 +546,31 @@ class LegReceiver:
         self.packets += 1
         self.octets += octets
         self._last_at = now
-        data = self._view[:length]
+        data = self._views[length]
         for forward in self._forwards:
             forward(data, second, seq, ts, ssrc, octets, now)
 
-    def _dispatch_srtp(self, length: int, source: Address, now: float) -> None:
-        buffer = self._buffer
-        if length >= 2 and 191 < buffer[1] < 224:  # SRTCP on the RTP port (RFC 5761 §4)
+    def _dispatch_srtp(self, length: int, now: float) -> None:
+        length = self._unprotect_packet(length, now)
+        if length >= 0:
+            self._dispatch_rtp(length, now)
+
+    def _unprotect_packet(self, length: int, now: float) -> int:
+        """Unprotect the SRTP packet in the buffer in place: its RTP length, or -1 when it was
+        SRTCP on the RTP port or refused (counted either way, never forwarded)."""
+        if length >= 2 and 191 < self._buffer[1] < 224:  # SRTCP on the RTP port (RFC 5761 §4)
             self.rtcp_packets += 1
-            return
+            return -1
+        unprotect = self._unprotect
         try:
-            plain = self._unprotect(bytes(self._view[:length]))
+            return unprotect(self._address, length)
         except SrtpError as exc:
             # RFC 3711 §3.3: a packet that fails authentication or the replay check is dropped.
             self.srtp_failures += 1
             if now - self._last_srtp_failure > BURST_QUIET_SECONDS:
                 self._emit(SrtpFailed(self.spec.call_id, self.spec.leg, None, exc.reason))
             self._last_srtp_failure = now
-            return
-        if source != self._source:
-            # Only an authenticated packet latches its source: a forged packet arriving first
-            # must not lock the real sender out.
-            self._admit(source, now)
-        length = len(plain)
-        buffer[:length] = plain
-        self._dispatch_rtp(length, now)
+            return -1
 
     # --- timer and stats --------------------------------------------------------------------
 
@@ -468,6 +614,19 @@ def _keepalive_payload_type(spec: ForkSpec) -> int:
     return next(pt for pt in range(127, 95, -1) if pt not in used)
 
 
+def _fork_rank(fork: ForkPipeline) -> int:
+    """A fork's place among its leg's forks (LegReceiver.refresh): plain, rewriting, SRTP."""
+    spec = fork.spec
+    if not spec.rewrite:
+        return 0
+    return 2 if spec.srtp is not None and not spec.paused else 1
+
+
+# Where SRTP forks that are not their leg's last protect a copy of the packet (one per process,
+# like the receive buffer: a packet is handled to the end before the next is read).
+_SCRATCH = PacketBuffer()
+
+
 class ForkPipeline:
     """One forked stream toward an SRS m-line: header rewrite, SRTP, counters, RTCP.
 
@@ -492,6 +651,9 @@ class ForkPipeline:
         "_next_rtcp",
         "_out_ssrc",
         "_protect",
+        "_protect_buffer",
+        "_protect_copy",
+        "_protect_in_place",
         "_protect_rtcp",
         "_rng",
         "_send_rtcp",
@@ -554,6 +716,10 @@ class ForkPipeline:
         self._last_send_failure = -1e9
         self._last_srtcp_failure = -1e9
         self._keepalive_packet = bytearray(RTP_HEADER.size)
+        # Where an SRTP fork protects: a copy in the scratch buffer, until its leg makes it the
+        # last fork and lets it work in the leg's buffer (LegReceiver.refresh).
+        self._protect_buffer = _SCRATCH
+        self._protect_copy = True
         self.closed = False
         self.packets_sent = 0
         self.octets_sent = 0
@@ -574,9 +740,11 @@ class ForkPipeline:
         self._set_receive_keys(spec)
         self._configure(spec)
 
-    @property
-    def is_plain(self) -> bool:
-        return not self.spec.rewrite
+    def protect_in(self, leg_buffer: PacketBuffer | None) -> None:
+        """Where the SRTP handler protects: ``leg_buffer`` in place (this fork is its leg's last,
+        nothing reads the bytes after it), or None for a copy in the scratch buffer."""
+        self._protect_buffer = _SCRATCH if leg_buffer is None else leg_buffer
+        self._protect_copy = leg_buffer is None
 
     # --- setup: the handler table -----------------------------------------------------------
 
@@ -598,10 +766,12 @@ class ForkPipeline:
         if spec.srtp is None:
             self._protect = None
             self._protect_rtcp = None
+            self._protect_in_place: ProtectInPlace = _no_keys
         else:
             sender = SrtpSender(spec.srtp)
             self._protect = sender.protect
             self._protect_rtcp = sender.protect_rtcp
+            self._protect_in_place = sender.protect_in_place
 
     def _set_receive_keys(self, spec: ForkSpec) -> None:
         if spec.remote_srtcp is None:
@@ -667,8 +837,9 @@ class ForkPipeline:
         if self._header[second] < 0:
             self.dropped_payload_type += 1
             return
+        send = self._send_rtp  # a slot read, then a call (not an unspecialised method lookup)
         try:
-            self._send_rtp(data)
+            send(data)
         except OSError as exc:
             self._send_failed(exc, now)
             return
@@ -699,11 +870,12 @@ class ForkPipeline:
             self._src_seq = seq
             self._src_ts = ts
             self._sent_at = now
-        _REWRITE.pack_into(
+        _pack_rewrite(
             data, 1, out, (seq + self._seq_off) & 0xFFFF, (ts + self._ts_off) & 0xFFFFFFFF, self._out_ssrc
         )
+        send = self._send_rtp
         try:
-            self._send_rtp(data)
+            send(data)
         except OSError as exc:
             self._send_failed(exc, now)
             return
@@ -731,16 +903,24 @@ class ForkPipeline:
             self._src_seq = seq
             self._src_ts = ts
             self._sent_at = now
-        _REWRITE.pack_into(
+        _pack_rewrite(
             data, 1, out, (seq + self._seq_off) & 0xFFFF, (ts + self._ts_off) & 0xFFFFFFFF, self._out_ssrc
         )
+        # libsrtp encrypts in place: in the leg's buffer when this is its last fork, else in a
+        # copy, so the forks after this one still read the clear payload.
+        length = len(data)
+        target = self._protect_buffer
+        if self._protect_copy:
+            target.data[:length] = data
+        protect = self._protect_in_place
         try:
-            packet = self._protect(bytes(data))  # type: ignore[misc]
+            length = protect(target.address, length)
         except SrtpError:
             self.srtp_failures += 1
             return
+        send = self._send_rtp
         try:
-            self._send_rtp(packet)
+            send(target.views[length])
         except OSError as exc:
             self._send_failed(exc, now)
             return

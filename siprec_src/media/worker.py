@@ -16,7 +16,8 @@ Two parts:
   timer (RTCP reports, keepalives, idle legs), the clock read once per wakeup, datagrams read
   into the process's one preallocated buffer (one per ready socket when many are ready, as with
   thousands of 50 packet/s legs; drained when few are), then due timers, then the replies and
-  events for the control process; after a light wakeup a 0.5 ms pause lets packets gather.
+  events for the control process; after a light wakeup, a pause of up to 0.2 ms lets packets
+  gather (COALESCE_SECONDS).
 
 Command protocol (between our own processes, so pickle of the frozen specs is fine). Every
 message is a 4-byte big-endian length and a pickled tuple:
@@ -40,6 +41,8 @@ import functools
 import gc
 import os
 import pickle
+import platform
+import re
 import select
 import signal
 import socket
@@ -54,13 +57,13 @@ from typing import Any, Protocol
 from siprec_src.errors import LocalProtocolError, SiprecError
 from siprec_src.media.events import ForkStats, LegStats, MediaEvent
 from siprec_src.media.pipeline import (
-    BUFFER_SIZE,
     EventSink,
     ForkPipeline,
     LegReceiver,
+    PacketBuffer,
     Timers,
 )
-from siprec_src.media.ports import PortAllocator
+from siprec_src.media.ports import RECEIVE_BUFFER, PortAllocator
 from siprec_src.media.spec import Address, ForkSpec, Leg, LegSpec
 
 # DESIGN.md: at most 4 forked streams per call (both_tracks counts 2).
@@ -70,12 +73,18 @@ MAX_FORKS_PER_CALL = 4
 # ready, one datagram each; with fewer, up to HOT_DRAIN from each.
 FEW_READY = 4
 HOT_DRAIN = 64
-# After a wakeup that found at most FEW_READY sockets ready, sleep this long before polling
-# again, so that packets arriving meanwhile share the next wakeup: waking a sleeping process per
-# packet costs more CPU than forwarding the packet. Adds at most this much delay to a packet.
-# Measured with 2000 legs at 50k packets/s: the worker's core 63 % -> 50 % busy, median latency
-# +0.3 ms (benchmarks/bench_media.py).
-COALESCE_SECONDS = 0.0005
+# Interrupt moderation. Waking a sleeping process costs more CPU than forwarding a packet (~9 µs
+# on a 2-vCPU VM), so a worker woken per packet at a moderate packet rate spends much of its core
+# waking up. After a light wakeup (at most FEW_READY sockets ready) the loop does not poll again
+# before COALESCE_SECONDS have passed since that wakeup: the packets arriving meanwhile share the
+# next one, and the loop wakes at most 1 / COALESCE_SECONDS times a second while light (~5 % of a
+# core). A packet waits at most that long, and only one that arrives within it after a wakeup:
+# at a few packets per millisecond most packets wait for nothing, and a busy worker finds many
+# sockets ready and never pauses. Measured with benchmarks/bench_media.py (100 and 250 calls,
+# 10k and 25k packets/s): never pausing costs ~50 % more CPU per packet at 10k packets/s; the
+# former fixed 0.5 ms sleep after every light wakeup put the median latency at 0.35-0.55 ms,
+# this rule at ~0.2 ms, for ~10-20 % more CPU per packet at 10k packets/s and the same at 25k.
+COALESCE_SECONDS = 0.0002
 
 FRAME_HEADER = struct.Struct("!I")
 MAX_FRAME = 16 * 1024 * 1024  # far above any command or event; a bigger length is corruption
@@ -98,6 +107,11 @@ COMMANDS = frozenset(
 
 # callback(now) reads at most one datagram and says whether it got one.
 Readable = Callable[[float], bool]
+
+
+def _nothing_to_read(now: float) -> bool:
+    """The handler of a descriptor no longer watched (closed by an earlier handler this round)."""
+    return False
 
 
 class Reactor(Protocol):
@@ -139,12 +153,50 @@ class FrameDecoder:
         return messages
 
 
+def kernel_routes_connected_udp(system: str, release: str) -> bool:
+    """Whether the kernel gives a connected UDP socket every datagram of its 4-tuple, and only
+    those, when it shares its port with an unconnected one through SO_REUSEPORT: Linux 5.4 on
+    (commit acdcecc61285, "udp: correct reuseport selection with connected sockets"; before it,
+    a reuseport group could hand a stranger's datagram to the connected socket)."""
+    if system != "linux" or not hasattr(socket, "SO_REUSEPORT"):
+        return False
+    match = re.match(r"(\d+)\.(\d+)", release)
+    return match is not None and (int(match[1]), int(match[2])) >= (5, 4)
+
+
+# Serve an admitted source from a socket connected to it (see MediaHost._source_admitted).
+CONNECT_ADMITTED_SOURCES = kernel_routes_connected_udp(sys.platform, platform.release())
+
+
+def connected_socket(tap: socket.socket, source: Address) -> socket.socket:
+    """A second socket on ``tap``'s address, connected to ``source``.
+
+    SO_REUSEPORT on both lets them share the port; the kernel's lookup then prefers the socket
+    whose 4-tuple matches (a connected socket scores higher and refuses other sources), so
+    ``source``'s datagrams go to the new socket and everybody else's stay on ``tap``. Only the
+    same user can join the port this way, who could read the worker's memory anyway.
+    """
+    sock = socket.socket(tap.family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        tap.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(tap.getsockname())
+        sock.connect(source)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 @dataclass(slots=True)
 class _LegEntry:
     receiver: LegReceiver
     rtp: socket.socket | None = None
     rtcp: socket.socket | None = None
     port: int | None = None
+    connected: socket.socket | None = None  # on the tap's port, connected to the admitted source
 
 
 @dataclass(slots=True)
@@ -179,7 +231,8 @@ class MediaHost:
         self.timers = Timers()
         # The one receive buffer of the process: every packet is handled to the end before the
         # next is read, so all legs share it (no per-leg or per-packet allocation).
-        self.buffer = bytearray(BUFFER_SIZE)
+        self.packets = PacketBuffer()
+        self.buffer = self.packets.data
         self._legs: dict[tuple[str, Leg], _LegEntry] = {}
         self._forks: dict[str, _ForkEntry] = {}
 
@@ -234,12 +287,20 @@ class MediaHost:
         if key in self._legs:
             raise LocalProtocolError(f"call {spec.call_id}: the {spec.leg} leg is already open")
         if not tap:
-            receiver = LegReceiver(spec, self.buffer, self._emit, now, self.stream_timeout)
+            receiver = LegReceiver(spec, self.packets, self._emit, now, self.stream_timeout)
             entry = _LegEntry(receiver)
             address: Address | None = None
         else:
             rtp, rtcp, address = self._ports.bind_pair(spec.bind_host)
-            receiver = LegReceiver(spec, self.buffer, self._emit, now, self.stream_timeout, rtp.recvfrom_into)
+            receiver = LegReceiver(
+                spec,
+                self.packets,
+                self._emit,
+                now,
+                self.stream_timeout,
+                rtp.recvfrom_into,
+                on_admitted=functools.partial(self._source_admitted, key),
+            )
             entry = _LegEntry(receiver, rtp, rtcp, address[1])
             self._reactor.add_reader(rtp.fileno(), receiver.on_readable)
             self._reactor.add_reader(rtcp.fileno(), functools.partial(self._leg_rtcp, receiver, rtcp))
@@ -281,8 +342,32 @@ class MediaHost:
         receiver.receive_rtcp(now)
         return True
 
+    def _source_admitted(self, key: tuple[str, Leg], source: Address, now: float) -> None:
+        """A tap leg admitted its source: serve it from a socket connected to that source.
+
+        ``recvfrom_into`` makes a (host, port) tuple and a host string per datagram, a good part
+        of what a packet costs in Python (measured: ``recv_into`` is 0.6-1 µs cheaper per
+        datagram); a connected socket needs no address, as the kernel delivers it nothing but
+        its peer's datagrams (``connected_socket``). Order is kept: what the tap socket still
+        holds, then what the new socket queued before its connect (anybody's: checked), go out
+        now, before the connected reader runs. Without SO_REUSEPORT routing the tap socket
+        keeps serving the leg, checking every source as before.
+        """
+        entry = self._legs.get(key)
+        if not CONNECT_ADMITTED_SOURCES or entry is None or entry.rtp is None or entry.connected:
+            return
+        try:
+            connected = connected_socket(entry.rtp, source)
+        except OSError:
+            return
+        receiver = entry.receiver
+        receiver.drain_checked(entry.rtp.recvfrom_into, now)
+        receiver.drain_checked(connected.recvfrom_into, now)
+        entry.connected = connected
+        self._reactor.add_reader(connected.fileno(), receiver.connected_reader(connected.recv_into))
+
     def _release_leg_sockets(self, entry: _LegEntry) -> None:
-        for sock in (entry.rtp, entry.rtcp):
+        for sock in (entry.connected, entry.rtp, entry.rtcp):
             if sock is not None:
                 self._reactor.remove_reader(sock.fileno())
                 sock.close()
@@ -429,24 +514,28 @@ class WorkerProcess:
         self._control = control
         control.setblocking(False)
         self._epoll = select.epoll()
-        self._handlers: dict[int, Readable] = {}
+        # Indexed by file descriptor (a list index is cheaper than a dict lookup per datagram);
+        # a closed descriptor's slot holds _nothing_to_read.
+        self._handlers: list[Readable] = []
         self._pending_events: list[MediaEvent] = []
         self._out = bytearray()
         self._want_write = False
         self._decoder = FrameDecoder()
         self._running = True
         self.host = MediaHost(self, self._pending_events.append, ports, stream_timeout)
-        self._epoll.register(control.fileno(), select.EPOLLIN)
-        self._handlers[control.fileno()] = self._control_ready
+        self.add_reader(control.fileno(), self._control_ready)
 
     # Reactor
     def add_reader(self, fd: int, callback: Readable) -> None:
         self._epoll.register(fd, select.EPOLLIN)
-        self._handlers[fd] = callback
+        handlers = self._handlers
+        if fd >= len(handlers):
+            handlers.extend([_nothing_to_read] * (fd + 1 - len(handlers)))
+        handlers[fd] = callback
 
     def remove_reader(self, fd: int) -> None:
         self._epoll.unregister(fd)
-        del self._handlers[fd]
+        self._handlers[fd] = _nothing_to_read
 
     def run(self) -> None:
         self._send(("ready", self.index, os.getpid()))
@@ -472,18 +561,15 @@ class WorkerProcess:
                 # Many sockets ready (thousands of 50 packet/s legs): each nearly always holds
                 # one datagram, so read one each; a socket holding more is reported again.
                 for fd, _mask in ready:
-                    handler = handlers.get(fd)
-                    if handler is not None:  # an earlier handler may have closed it this round
-                        handler(now)
+                    handlers[fd](now)  # _nothing_to_read if an earlier handler closed it
             else:
                 # A few hot sockets: drain them, so the cost of a wakeup is shared by many
                 # packets (the one read that finds a socket empty is paid once per wakeup).
                 for fd, _mask in ready:
-                    handler = handlers.get(fd)
-                    if handler is not None:
-                        for _ in hot_batch:
-                            if not handler(now):
-                                break
+                    handler = handlers[fd]
+                    for _ in hot_batch:
+                        if not handler(now):
+                            break
             deadline = timers.earliest()
             if deadline is not None and deadline <= now:
                 timers.run(now, time.time())
@@ -494,10 +580,11 @@ class WorkerProcess:
             if self._out:
                 self._flush()
             if 0 < len(ready) <= FEW_READY:
-                # A light wakeup: let packets gather before the next one (interrupt moderation)
-                # rather than pay a sleep/wake cycle per packet at moderate load. Replies and
-                # events are already out, so commands are not delayed by it.
-                sleep(coalesce)
+                # A light wakeup: no other before COALESCE_SECONDS after it (see there).
+                # Replies and events are already out, so commands are not delayed by it.
+                pause = now + coalesce - monotonic()
+                if pause > 0:
+                    sleep(pause)
         self._epoll.close()
 
     # --- control socket ---------------------------------------------------------------------

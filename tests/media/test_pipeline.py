@@ -6,7 +6,9 @@ payload type mapping and drops; plain forks beside rewriting forks on one leg; p
 keepalives; SR/SDES/BYE contents (the NTP/RTP pair, counts) and the RFC 3550 §6.3.1 interval;
 RR parsing into stats; source latching and refusal; malformed packets; idle legs; send failures;
 SRTP out and in (checked with the SrtpReceiver/SrtpSender of srtp.py, whose own correctness is
-test_srtp.py's business); the Timers heap.
+test_srtp.py's business), several SRTP forks on one leg (the last encrypts in the shared buffer,
+the others a copy); the reader of a socket connected to the admitted source, the checked drain
+that precedes it and the hook that asks for it; the packet buffer's views; the Timers heap.
 Does not cover sockets or processes (test_worker.py, test_engine.py).
 """
 
@@ -29,9 +31,11 @@ from siprec_src.media.events import (
     SrtpFailed,
 )
 from siprec_src.media.pipeline import (
+    CACHED_VIEW_LENGTH,
     KEEPALIVE_SECONDS,
     ForkPipeline,
     LegReceiver,
+    PacketBuffer,
     Timers,
 )
 from siprec_src.media.rtp import (
@@ -546,6 +550,149 @@ def test_srtcp_from_the_srs_is_read_with_its_key() -> None:
     fork.receive_rtcp(srtcp, rig.now)  # replay
     assert fork.stats().srtp_failures == 1
     assert [type(e) for e in rig.events].count(SrtpFailed) == 1
+
+
+def test_every_fork_of_a_leg_gets_the_clear_packet_whatever_the_attach_order() -> None:
+    """SRTP encrypts in place: the leg runs plain, then rewriting, then SRTP forks, and only the
+    last one works in the shared buffer (the others protect a copy)."""
+    first_keys, second_keys = (SrtpKeys(SUITE, generate_key_params(SUITE)) for _ in range(2))
+    rig = Rig()
+    rig.fork(fork_spec(fork_id="srtp-1", ssrc=11, srtp=first_keys), seq=100)
+    rig.fork(fork_spec(fork_id="rewrite", ssrc=22), seq=200)
+    rig.fork(fork_spec(fork_id="srtp-2", ssrc=33, srtp=second_keys), seq=300)
+    rig.fork(fork_spec(fork_id="plain", rewrite=False, payload_map=((0, 0),)))
+    sent = [rtp(seq=i, ts=160 * i, payload=bytes([i]) * 160) for i in range(1, 4)]
+    for packet in sent:
+        rig.send(packet)
+    assert rig.rtp_out["plain"] == sent
+    assert [(p.ssrc, p.sequence, p.payload) for p in rig.out("rewrite")] == [
+        (22, 200 + i, bytes([i + 1]) * 160) for i in range(3)
+    ]
+    for fork_id, keys, ssrc, seq in (("srtp-1", first_keys, 11, 100), ("srtp-2", second_keys, 33, 300)):
+        receiver = SrtpReceiver(keys)
+        plain = [RtpPacket.parse(receiver.unprotect(data)) for data in rig.rtp_out[fork_id]]
+        assert [(p.ssrc, p.sequence, p.payload) for p in plain] == [
+            (ssrc, seq + i, bytes([i + 1]) * 160) for i in range(3)
+        ]
+
+
+def test_srtp_fork_refuses_an_oversized_packet_that_a_rewrite_fork_forwards() -> None:
+    keys = SrtpKeys(SUITE, generate_key_params(SUITE))
+    rig = Rig()
+    rig.fork(fork_spec(fork_id="srtp", srtp=keys))
+    rig.fork(fork_spec(fork_id="rewrite"))
+    rig.send(rtp(seq=1, ts=0, payload=bytes(1400)))  # more than an MTU once protected
+    rig.send(rtp(seq=2, ts=160))
+    assert [p.sequence for p in rig.out("rewrite")] == [1000, 1001]
+    assert len(rig.rtp_out["srtp"]) == 1
+    fork = next(fork for fork in rig.leg.forks if fork.spec.fork_id == "srtp")
+    assert fork.stats().srtp_failures == 1 and fork.stats().packets_sent == 1
+
+
+class ConnectedSocket:
+    """What a socket connected to the admitted source gives ``recv_into``: datagrams, no address."""
+
+    def __init__(self) -> None:
+        self.queue: list[bytes] = []
+
+    def recv_into(self, buffer: bytearray) -> int:
+        if not self.queue:
+            raise BlockingIOError
+        data = self.queue.pop(0)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def test_admission_asks_once_for_a_connected_socket_after_the_first_packet_went_out() -> None:
+    admitted: list[tuple[tuple[str, int], float, int]] = []
+    rig = Rig()
+    rig.leg = LegReceiver(
+        LegSpec(CALL, Leg.INBOUND),
+        rig.buffer,
+        rig.events.append,
+        rig.now,
+        30.0,
+        rig._recv_into,
+        on_admitted=lambda source, now: admitted.append((source, now, len(rig.rtp_out["f1"]))),
+    )
+    rig.fork()
+    rig.send(rtp(seq=1, ts=0), source=INTRUDER)  # latched: the intruder was first
+    latched_at = rig.now
+    rig.send(rtp(seq=2, ts=160))  # refused
+    assert admitted == [(INTRUDER, latched_at, 1)]
+    assert rig.leg.stats().rejected_source == 1
+
+
+def test_srtp_leg_asks_for_a_connected_socket_only_once_a_packet_authenticated() -> None:
+    keys = SrtpKeys(SUITE, generate_key_params(SUITE))
+    admitted: list[tuple[str, int]] = []
+    rig = Rig()
+    rig.leg = LegReceiver(
+        LegSpec(CALL, Leg.INBOUND, srtp=keys),
+        rig.buffer,
+        rig.events.append,
+        rig.now,
+        30.0,
+        rig._recv_into,
+        on_admitted=lambda source, now: admitted.append(source),
+    )
+    rig.fork()
+    forged = SrtpSender(SrtpKeys(SUITE, generate_key_params(SUITE))).protect(rtp(seq=1, ts=0))
+    rig.send(forged, source=INTRUDER)
+    assert admitted == []
+    rig.send(SrtpSender(keys).protect(rtp(seq=1, ts=0)))
+    assert admitted == [PBX]
+
+
+def test_connected_reader_forwards_what_the_connected_socket_holds() -> None:
+    rig = Rig()
+    rig.fork(seq=1000)
+    rig.send(rtp(seq=1, ts=0))
+    connected = ConnectedSocket()
+    read = rig.leg.connected_reader(connected.recv_into)
+    connected.queue += [rtp(seq=2, ts=160), b"\x80", rtp(seq=3, ts=320)]
+    assert read(rig.now) and read(rig.now) and read(rig.now)
+    assert not read(rig.now)
+    assert [p.sequence for p in rig.out()] == [1000, 1001, 1002]
+    stats = rig.leg.stats()
+    assert (stats.packets, stats.malformed, stats.rejected_source) == (3, 1, 0)
+
+
+def test_connected_reader_of_an_srtp_leg_unprotects() -> None:
+    keys = SrtpKeys(SUITE, generate_key_params(SUITE))
+    sender = SrtpSender(keys)
+    rig = Rig(LegSpec(CALL, Leg.INBOUND, srtp=keys))
+    rig.fork(seq=1000)
+    rig.send(sender.protect(rtp(seq=1, ts=0)))
+    connected = ConnectedSocket()
+    read = rig.leg.connected_reader(connected.recv_into)
+    second = sender.protect(rtp(seq=2, ts=160))
+    connected.queue += [second, second]  # the second time, a replay
+    assert read(rig.now) and read(rig.now)
+    assert [p.sequence for p in rig.out()] == [1000, 1001]
+    assert rig.leg.stats().srtp_failures == 1
+
+
+def test_checked_drain_keeps_order_and_counts_strangers() -> None:
+    rig = Rig()
+    rig.fork(seq=1000)
+    rig.send(rtp(seq=1, ts=0))
+    rig.wire += [(rtp(seq=2, ts=160), PBX), (rtp(seq=50, ts=0), INTRUDER), (rtp(seq=3, ts=320), PBX)]
+    rig.leg.drain_checked(rig._recv_into, rig.now)
+    assert rig.wire == []
+    assert [p.sequence for p in rig.out()] == [1000, 1001, 1002]
+    assert rig.leg.stats().rejected_source == 1
+
+
+def test_packet_views_are_cut_once_per_length_and_kept_for_short_packets_only() -> None:
+    packets = PacketBuffer()
+    view = packets.views[172]
+    assert view is packets.views[172] and len(view) == 172
+    packets.data[:3] = b"abc"
+    assert bytes(view[:3]) == b"abc"  # a view, not a copy
+    long = CACHED_VIEW_LENGTH + 1
+    assert len(packets.views[long]) == long and long not in packets.views
+    assert list(packets.views) == [172]
 
 
 # --- updates ----------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ Covered:
 * ``generate_key_params``: fresh, distinct, right-sized keys that parse back.
 * ``SrtpSender`` -> ``SrtpReceiver`` for every suite, RTP and RTCP: sequence wrap (ROC), SSRC
   change, tampering, replay, wrong key, malformed and oversized packets.
+* The in-place calls the packet path makes (``protect_in_place``/``unprotect_in_place`` on a
+  buffer's address): the same bytes as the ``bytes`` API, the same refusals and limits, and a
+  packet elsewhere in the buffer left alone.
 * The wire format itself, checked without libsrtp: the bottom of this file re-implements the
   RFC 3711 key derivation, AES-CM and HMAC-SHA1, and the RFC 7714 AES-GCM layout, with the
   ``cryptography`` package, and decrypts what ``SrtpSender`` produced. The reference is itself
@@ -33,11 +36,14 @@ from siprec_src.errors import RemoteProtocolError
 from siprec_src.media.rtp import ReceiverReport, ReportBlock, RtpPacket, SenderReport, SourceDescription
 from siprec_src.media.spec import SrtpKeys
 from siprec_src.media.srtp import (
+    MAX_RTP_TO_PROTECT,
+    WORKING_BUFFER,
     MasterKey,
     SrtpError,
     SrtpReceiver,
     SrtpSender,
     SrtpSuite,
+    buffer_address,
     generate_key_params,
     parse_key_params,
     suite_of,
@@ -446,6 +452,64 @@ def test_sender_never_protects_a_sequence_number_twice() -> None:
     sender.protect(rtp(10))
     with pytest.raises(SrtpError, match=r"^sequence number already protected"):
         sender.protect(rtp(10, payload=b"\x00" * 160))
+
+
+@pytest.mark.parametrize("suite", ALL_SUITES)
+def test_in_place_calls_match_the_bytes_api(suite: SrtpSuite) -> None:
+    """Two senders with one key produce the same bytes for the same packet (the keystream and
+    the tag depend only on key, SSRC and index), whichever call protects it."""
+    keys = keys_for(suite)
+    by_bytes, in_place, receiver = SrtpSender(keys), SrtpSender(keys), SrtpReceiver(keys)
+    buffer = bytearray(4096)
+    address = buffer_address(buffer)
+    for sequence in (65534, 65535, 0, 1):
+        packet = rtp(sequence)
+        buffer[: len(packet)] = packet
+        buffer[len(packet) : len(packet) + 64] = b"\xee" * 64  # what lies after the packet
+        length = in_place.protect_in_place(address, len(packet))
+        assert bytes(buffer[:length]) == by_bytes.protect(packet)
+        assert length == len(packet) + suite.auth_tag_length
+        assert bytes(buffer[length : len(packet) + 64]) == b"\xee" * (len(packet) + 64 - length)
+        assert receiver.unprotect_in_place(address, length) == len(packet)
+        assert bytes(buffer[: len(packet)]) == packet
+
+
+def test_in_place_refusals_say_what_happened() -> None:
+    keys = keys_for(SrtpSuite.AES_CM_128_HMAC_SHA1_80)
+    sender, receiver = SrtpSender(keys), SrtpReceiver(keys)
+    buffer = bytearray(WORKING_BUFFER)
+    address = buffer_address(buffer)
+    protected = sender.protect(rtp(1))
+    buffer[: len(protected)] = flip_bit(protected, 40)
+    with pytest.raises(SrtpError, match=r"^authentication failed \(unprotect, 182 bytes;"):
+        receiver.unprotect_in_place(address, len(protected))
+    buffer[: len(protected)] = protected
+    assert receiver.unprotect_in_place(address, len(protected)) == 172
+    buffer[: len(protected)] = protected
+    with pytest.raises(SrtpError, match=r"^replayed packet \(unprotect, 182 bytes;"):
+        receiver.unprotect_in_place(address, len(protected))
+    with pytest.raises(SrtpError, match=r"^malformed or truncated packet \(unprotect, 2 bytes"):
+        receiver.unprotect_in_place(address, 2)
+    # The limits of the bytes API hold here too: one MTU on either side of the call.
+    with pytest.raises(SrtpError, match=rf"^packet too long \(protect, {MAX_RTP_TO_PROTECT + 1} bytes"):
+        sender.protect_in_place(address, MAX_RTP_TO_PROTECT + 1)
+    with pytest.raises(SrtpError, match=rf"^packet too long \(unprotect, {WORKING_BUFFER + 1} bytes"):
+        receiver.unprotect_in_place(address, WORKING_BUFFER + 1)
+    buffer[:172] = rtp(2)
+    sender.protect_in_place(address, 172)
+    buffer[:172] = rtp(2)
+    with pytest.raises(SrtpError, match=r"^sequence number already protected"):
+        sender.protect_in_place(address, 172)
+
+
+def test_buffer_address_needs_room_for_a_whole_packet() -> None:
+    with pytest.raises(ValueError, match="at least 1500 bytes"):
+        buffer_address(bytearray(WORKING_BUFFER - 1))
+    buffer = bytearray(WORKING_BUFFER)
+    address = buffer_address(buffer)
+    with pytest.raises(BufferError):
+        buffer.append(0)  # pinned while libsrtp may write into it
+    assert address is not None
 
 
 def test_sessions_refuse_bad_keys_at_setup() -> None:

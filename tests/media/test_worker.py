@@ -4,12 +4,15 @@ Covers: frame splitting; a worker process started as the engine starts it, sayin
 answering commands with results and typed errors (unknown ids, a malformed request that raises
 inside, an unknown command), sending unsolicited events, exiting on ``close`` and on EOF of the
 control socket; MediaHost's socket registration and release, the four-fork limit, a fork started
-before its leg, and ``close``.
+before its leg, and ``close``; a tap leg's admitted source served from a socket connected to it
+(on this machine's kernel, real sockets: the tap socket keeps the strangers, order is kept across
+the switch, every socket is released) and without one where the kernel cannot route it.
 Does not cover the engine's side of the protocol (test_engine.py).
 """
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import socket
 import subprocess
@@ -21,6 +24,7 @@ from typing import Any
 import pytest
 
 from siprec_src.errors import LocalProtocolError
+from siprec_src.media import worker as worker_module
 from siprec_src.media.engine import WORKER_ENTRY
 from siprec_src.media.events import FirstPacketReceived, ForkStats, LegStats, MediaEvent, SourceLatched
 from siprec_src.media.ports import PortAllocator
@@ -216,3 +220,88 @@ def test_host_attaches_a_fork_started_before_its_leg() -> None:
     assert host.stop_fork("f", 1.0, 1.0).packets_sent == 2
     host.close(1.0, 1.0)
     sink.close()
+
+
+def _serve(reactor: FakeReactor, now: float) -> None:
+    """Call every reader until none holds a datagram, as the worker's loop would."""
+    busy = True
+    while busy:
+        busy = False
+        for callback in list(reactor.readers.values()):
+            while callback(now):
+                busy = True
+
+
+def _receive_all(sock: socket.socket, count: int) -> list[RtpPacket]:
+    return [RtpPacket.parse(sock.recv(2048)) for _ in range(count)]
+
+
+@pytest.mark.parametrize("connect", [True, False])
+def test_host_serves_the_admitted_source_from_a_connected_socket(
+    connect: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_module, "CONNECT_ADMITTED_SOURCES", connect)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind((HOST, 0))
+    sink.settimeout(3)
+    reactor = FakeReactor()
+    host = MediaHost(reactor, lambda event: None, PortAllocator(52600, 52699), 30.0)
+    tap = host.open_leg(LegSpec("c", Leg.INBOUND, bind_host=HOST), tap=True, now=0.0)
+    assert tap is not None
+    local = host.reserve_fork_port("c", "f", HOST)
+    host.start_fork(
+        ForkSpec("f", "c", Leg.INBOUND, local, sink.getsockname(), sink.getsockname(), 9, ((0, 0),)), 0.0
+    )
+    tap_reader = next(iter(reactor.readers.values()))
+    pbx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pbx.bind((HOST, 0))
+    intruder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    intruder.bind((HOST, 0))
+
+    # Queued before the worker reads anything: the first packet latches the PBX, the rest of the
+    # tap socket's queue is forwarded right then, in order, and the intruder counted.
+    for seq in range(1, 6):
+        pbx.sendto(bytes(RtpPacket(0, seq, 160 * seq, 1, bytes([seq]) * 160)), tap)
+    intruder.sendto(bytes(RtpPacket(0, 99, 0, 2, b"\x00" * 160)), tap)
+    assert tap_reader(0.1)
+    assert len(reactor.readers) == (5 if connect else 4)  # tap RTP/RTCP, fork RTP/RTCP, connected
+    if connect:
+        assert not tap_reader(0.1)  # drained at the switch
+    for seq in range(6, 11):
+        pbx.sendto(bytes(RtpPacket(0, seq, 160 * seq, 1, bytes([seq]) * 160)), tap)
+    intruder.sendto(bytes(RtpPacket(0, 98, 0, 2, b"\x00" * 160)), tap)
+    if connect:
+        # The kernel routes the PBX to the connected socket: the tap socket holds the intruder only.
+        assert tap_reader(0.2) and not tap_reader(0.2)
+        assert host.leg_stats("c", Leg.INBOUND).rejected_source == 2
+    _serve(reactor, 0.2)
+    got = _receive_all(sink, 10)
+    assert [packet.payload[0] for packet in got] == list(range(1, 11))
+    assert all((b.sequence - a.sequence) & 0xFFFF == 1 for a, b in itertools.pairwise(got))
+    stats = host.leg_stats("c", Leg.INBOUND)
+    assert (stats.packets, stats.rejected_source) == (10, 2)
+
+    host.close_leg("c", Leg.INBOUND)
+    assert len(reactor.readers) == 2  # the fork's; the tap's three sockets are closed
+    rebound = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rebound.bind(tuple(tap))  # the port is free again (no connected socket left on it)
+    rebound.close()
+    host.close(1.0, 1.0)
+    for sock in (sink, pbx, intruder):
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("system", "release", "expected"),
+    [
+        ("linux", "6.1.0-18-amd64", True),
+        ("linux", "5.4.0", True),
+        ("linux", "5.3.18", False),
+        ("linux", "4.19.0", False),
+        ("darwin", "23.1.0", False),
+    ],
+)
+def test_connected_sources_only_where_the_kernel_routes_them(
+    system: str, release: str, expected: bool
+) -> None:
+    assert worker_module.kernel_routes_connected_udp(system, release) is expected
