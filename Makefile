@@ -46,10 +46,12 @@ bench-quick: install peers
 	$(PY) -m benchmarks.bench_signaling --quick
 	$(PY) -m benchmarks.bench_media --quick
 
-# The long fuzzing runs (a few seconds of each fuzzer already run inside `make test`).
+# The long runs: every fuzzer for a bounded time, then a 300 s load soak (short versions of
+# both run inside `make test`).
 robustness: install peers
 	$(PY) -m pip install --quiet atheris || echo "atheris unavailable: the built-in mutator runs instead"
 	$(PY) -m tests.robustness.run
+	$(PY) -m tests.robustness.soak --calls 200 --churn 20 --seconds 300 --max-kib-per-call-control 0.5 --max-kib-per-call-worker 0.5
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

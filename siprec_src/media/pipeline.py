@@ -201,6 +201,25 @@ def _no_keys(address: object, length: int) -> int:
     raise AssertionError("no SRTP keys")  # never chosen as the strategy of a stream without keys
 
 
+# The strategies of a closed leg or fork. Closing puts these module functions in place of the
+# bound methods a receiver or pipeline keeps on itself, which make it a reference cycle: only
+# the cyclic garbage collector frees one, and a media worker runs it rarely (worker.main).
+
+
+def _closed_read(now: float) -> bool:
+    return False
+
+
+def _closed_feed(length: int, now: float) -> None:
+    return None
+
+
+def _closed_forward(
+    data: memoryview, second: int, seq: int, ts: int, ssrc: int, octets: int, now: float
+) -> None:
+    return None
+
+
 def _payload_octets(buffer: bytearray, length: int, first: int) -> int:
     """Payload octets of an RTP packet whose first byte is not the common 0x80, or -1 if malformed.
 
@@ -571,6 +590,18 @@ class LegReceiver:
                 self._emit(SrtpFailed(self.spec.call_id, self.spec.leg, None, exc.reason))
             self._last_srtp_failure = now
             return -1
+
+    def close(self) -> None:
+        """The leg is closed: detach its forks and let refcounting free the receiver.
+
+        ``on_readable`` and ``_feed`` are bound methods of this receiver: left in place they
+        make it a reference cycle, and the media worker's rare collections (``gc.freeze`` and
+        ``gc.set_threshold(50_000, 50, 100)`` in ``worker.main``) kept every closed leg in memory.
+        """
+        for fork in self.forks:
+            self.detach(fork)
+        self.on_readable = _closed_read
+        self._feed = _closed_feed
 
     # --- timer and stats --------------------------------------------------------------------
 
@@ -1136,6 +1167,8 @@ class ForkPipeline:
             packets = self._report_packets(now, unix)
             packets.append(Goodbye((self._out_ssrc,)))
             self._send_compound(packets, now)
+        # ``handler`` is a bound method of this pipeline: a reference cycle (LegReceiver.close).
+        self.handler = _closed_forward
 
     def stats(self) -> ForkStats:
         return ForkStats(

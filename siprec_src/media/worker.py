@@ -315,8 +315,7 @@ class MediaHost:
     def close_leg(self, call_id: str, leg: Leg) -> LegStats:
         entry = self._leg(call_id, leg)
         receiver = entry.receiver
-        for fork in receiver.forks:
-            receiver.detach(fork)  # the fork stays, idle, until stopped or the leg reopens
+        receiver.close()  # its forks stay, idle, until stopped or the leg reopens
         self.timers.cancel(receiver)
         self._release_leg_sockets(entry)
         del self._legs[(call_id, leg)]
@@ -444,6 +443,7 @@ class MediaHost:
             sock.close()
         self._ports.release(entry.local[1])
         del self._forks[fork_id]
+        entry.pipeline = None  # it holds entry.send_rtcp: a reference cycle otherwise
         return stats
 
     def fork_stats(self, fork_id: str) -> ForkStats:

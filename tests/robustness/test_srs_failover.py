@@ -128,9 +128,9 @@ async def test_srs_killed_mid_call_the_recording_moves_to_the_second_srs(
     transport: str, secure: bool, workers: int, tmp_path: Path
 ) -> None:
     pki = make_pki(tmp_path, "test")
-    process, port = await _srs_process(tmp_path / "srs1", transport, pki)
     tls = TlsConfig(certfile=pki.server_cert, keyfile=pki.server_key, cafile=pki.ca)
-    try:
+    process, port = await _srs_process(tmp_path / "srs1", transport, pki)
+    try:  # from here on the process is killed whatever happens
         async with SrsServer(
             [ListenSpec(transport, "127.0.0.1", 0)],
             tmp_path / "srs2",
