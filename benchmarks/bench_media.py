@@ -79,6 +79,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.loadgen.measure import other_cpu_seconds, process_cpu, wait_quiet
 from benchmarks.report import (
     RESULTS_DIR,
     Figure,
@@ -244,64 +245,6 @@ def _core_ticks(cpu: int) -> tuple[int, int, int]:
                 busy = user + nice + system + irq + softirq
                 return busy, steal, busy + steal + idle + iowait
     raise RuntimeError(f"cpu{cpu} not in /proc/stat")
-
-
-def _machine_busy() -> float:
-    """Busy CPU seconds of the whole machine since boot (/proc/stat, first line)."""
-    with open("/proc/stat", encoding="ascii") as stat:
-        ticks = [int(value) for value in stat.readline().split()[1:9]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_quiet(max_wait: float, threshold: float = 0.10, window: float = 0.5) -> float:
-    """Wait up to ``max_wait`` s for the machine to be less than ``threshold`` busy over
-    ``window`` s; return the last busy fraction seen (of all CPUs)."""
-    cpus = os.cpu_count() or 1
-    deadline = time.monotonic() + max_wait
-    while True:
-        before = _machine_busy()
-        time.sleep(window)
-        fraction = (_machine_busy() - before) / (window * cpus)
-        if fraction < threshold or time.monotonic() >= deadline:
-            return fraction
-
-
-def _processes() -> dict[int, tuple[int, float]]:
-    """Every user-space process: pid -> (parent pid, CPU seconds so far)."""
-    found = {}
-    ticks = os.sysconf("SC_CLK_TCK")
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        parent, flags = int(fields[1]), int(fields[6])
-        if flags & 0x00200000 or parent == 2:  # PF_KTHREAD: the kernel's own threads
-            continue
-        found[int(entry.name)] = (parent, (int(fields[11]) + int(fields[12])) / ticks)
-    return found
-
-
-def other_cpu_seconds(before: dict[int, tuple[int, float]], after: dict[int, tuple[int, float]]) -> float:
-    """CPU seconds that processes other than this one and its descendants (the subject, the
-    load generator, the sink) used between two ``_processes()`` snapshots: a neighbour that
-    disturbed the step. A process that started and ended in between is not seen."""
-    ours = {os.getpid()}
-    grew = True
-    while grew:
-        grew = False
-        for pid, (parent, _) in after.items():
-            if parent in ours and pid not in ours:
-                ours.add(pid)
-                grew = True
-    other = 0.0
-    for pid, (_, cpu) in after.items():
-        if pid not in ours:
-            other += cpu - before[pid][1] if pid in before else cpu
-    return max(other, 0.0)
 
 
 def layout(processes: int) -> tuple[list[int] | None, list[int] | None]:
@@ -658,7 +601,7 @@ async def _run_step_once(subject: Subject, calls: int, duration: float, quiet_wa
             setup_s = time.monotonic() - started
             cpu_before = sum(_cpu_seconds(pid) for pid in running.pids)
             ticks_before = [_core_ticks(core) for core in cores]
-            processes_before, window_start = _processes(), time.monotonic()
+            processes_before, window_start = process_cpu(), time.monotonic()
             gen = await asyncio.to_thread(
                 loadgen.run_gen,
                 ports=running.targets,
@@ -671,7 +614,7 @@ async def _run_step_once(subject: Subject, calls: int, duration: float, quiet_wa
             await asyncio.to_thread(sink.wait, DRAIN)
             cpu_after = sum(_cpu_seconds(pid) for pid in running.pids)
             ticks_after = [_core_ticks(core) for core in cores]
-            other = other_cpu_seconds(processes_before, _processes())
+            other = other_cpu_seconds(processes_before, process_cpu())
             window = time.monotonic() - window_start
             got = await asyncio.to_thread(sink.stop)
             counters = await running.counters()

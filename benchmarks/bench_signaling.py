@@ -75,8 +75,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_media import _processes, other_cpu_seconds, wait_quiet
 from benchmarks.bench_sip import event_loop_factory
+from benchmarks.loadgen.measure import other_cpu_seconds, process_cpu, wait_quiet
 from benchmarks.report import RESULTS_DIR, Figure, ParamValue, format_rows, machine, write_report
 from benchmarks.sipp import HOST, SCENARIO, SippSrs, SippStats, cpu_seconds, sipp_version
 from siprec_src import Call, Engine, EngineConfig, MediaConfig, Party, Recording, RecordingError, Track
@@ -264,7 +264,7 @@ class Meter:
 
     def start(self) -> None:
         self._marks = (
-            _processes(),
+            process_cpu(),
             time.perf_counter(),
             time.process_time(),
             cpu_seconds(self.worker_pid) if self.worker_pid else 0.0,
@@ -281,7 +281,7 @@ class Meter:
         self.ours = time.process_time() - ours
         self.worker = (cpu_seconds(self.worker_pid) - worker) if self.worker_pid else 0.0
         self.sipp_cpu = self.sipp.cpu_seconds() - sipp
-        self.other = other_cpu_seconds(before, _processes())  # SIPp and the worker are our children
+        self.other = other_cpu_seconds(before, process_cpu())  # SIPp and the worker are our children
 
     @property
     def other_cores(self) -> float:

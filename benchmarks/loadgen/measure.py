@@ -171,6 +171,44 @@ def wait_quiet(max_wait: float, threshold: float = 0.10, window: float = 0.5) ->
             return fraction
 
 
+def process_cpu() -> dict[int, tuple[int, float]]:
+    """Every user-space process: pid -> (parent pid, CPU seconds so far)."""
+    found = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parent, flags = int(fields[1]), int(fields[6])
+        if flags & 0x00200000 or parent == 2:  # PF_KTHREAD: the kernel's own threads
+            continue
+        found[int(entry.name)] = (parent, (int(fields[11]) + int(fields[12])) / ticks)
+    return found
+
+
+def other_cpu_seconds(before: dict[int, tuple[int, float]], after: dict[int, tuple[int, float]]) -> float:
+    """CPU seconds that processes other than this one and its descendants (the subject, the
+    load generator, the sink) used between two ``process_cpu()`` snapshots: a neighbour that
+    disturbed the step. A process that started and ended in between is not seen."""
+    ours = {os.getpid()}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (parent, _) in after.items():
+            if parent in ours and pid not in ours:
+                ours.add(pid)
+                grew = True
+    other = 0.0
+    for pid, (_, cpu) in after.items():
+        if pid not in ours:
+            other += cpu - before[pid][1] if pid in before else cpu
+    return max(other, 0.0)
+
+
 def run_step(scenario: str, layout: Layout, rate: float, duration: float, quiet_wait: float) -> Step:
     streams = max(1, round(rate / PPS_PER_STREAM))
     planned = round(rate * duration)
