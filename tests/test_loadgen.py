@@ -108,6 +108,20 @@ def test_sink_counts_loss_duplicates_and_reorders() -> None:
     assert got.latency_us is not None and got.latency_us.count == 8
 
 
+def test_sink_leaves_the_start_out_of_latency_but_counts_it() -> None:
+    base = free_port_base(1)
+    stamp = struct.pack("!Q", time.time_ns()) + bytes(152)
+    with start_sink(base_port=base, count=1, expect=6, latency_after=0.3, idle_timeout=2.0) as sink:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for seq in range(6):
+                if seq == 3:
+                    time.sleep(0.5)  # the first three arrive within 0.3 s of the first one
+                sender.sendto(rtp(seq, 7, stamp), ("127.0.0.1", base))
+        got = sink.result(timeout=10.0)
+    assert (got.packets, got.lost, got.latency_skipped) == (6, 0, 3)
+    assert got.latency_us is not None and got.latency_us.count == 3
+
+
 def test_sink_in_srtp_mode_counts_without_latency() -> None:
     base = free_port_base(1)
     encrypted = bytes(range(160)) + bytes(10)  # garbage where the stamp was, 10-byte auth tag

@@ -11,7 +11,9 @@
  * Sequence numbers are extended across the 16-bit wrap.
  *
  * Latency: receive time minus the CLOCK_REALTIME stamp rtpgen writes into the first 8 payload
- * bytes. With --srtp the payload is encrypted, so no latency is reported (the stamp cannot be
+ * bytes, of the packets received --latency-after seconds or more after the first one (all packets
+ * are counted; the start-up transient, e.g. a subject latching thousands of new sources at once,
+ * is left out of the steady-state percentiles and counted as latency_skipped). With --srtp the payload is encrypted, so no latency is reported (the stamp cannot be
  * read without the keys); a stamp that gives a negative or > 60 s latency is counted as invalid.
  *
  * Stops after --idle-timeout without packets (once the first one arrived), after --duration,
@@ -61,6 +63,7 @@ struct counters {
     uint64_t overflow; /* packets of SSRCs past --max-streams */
     uint64_t no_kernel_ts;
     uint64_t latency_invalid;
+    uint64_t latency_skipped;
     uint64_t recv_calls;
     int64_t first_rx_ns;
     int64_t last_rx_ns;
@@ -82,6 +85,8 @@ static void usage(FILE *out)
             "  --step N             port step (default 2)\n"
             "  --rtcp               also bind port + 1 of each port (RTCP is counted, not analysed)\n"
             "  --srtp               payload is encrypted: count per SSRC/seq, no latency\n"
+            "  --latency-after S    latency only of packets received S s or more after the first\n"
+            "                       (default 0: all)\n"
             "  --idle-timeout S     stop S seconds after the last packet (default 2)\n"
             "  --start-timeout S    stop if nothing arrived after S seconds (default 30, 0 = never)\n"
             "  --duration S         stop S seconds after start (default 0 = no limit)\n"
@@ -222,6 +227,7 @@ int main(int argc, char **argv)
     double idle_timeout = 2.0;
     double start_timeout = 30.0;
     double duration = 0.0;
+    double latency_after = 0.0;
     uint64_t expect = 0;
     g_max_streams = 65536;
 
@@ -248,6 +254,8 @@ int main(int argc, char **argv)
             idle_timeout = parse_double(PROG, a, need_value(argc, argv, &i), 0.001, 86400.0);
         } else if (strcmp(a, "--start-timeout") == 0) {
             start_timeout = parse_double(PROG, a, need_value(argc, argv, &i), 0.0, 86400.0);
+        } else if (strcmp(a, "--latency-after") == 0) {
+            latency_after = parse_double(PROG, a, need_value(argc, argv, &i), 0.0, 86400.0);
         } else if (strcmp(a, "--duration") == 0) {
             duration = parse_double(PROG, a, need_value(argc, argv, &i), 0.0, 86400.0);
         } else if (strcmp(a, "--expect") == 0) {
@@ -278,6 +286,7 @@ int main(int argc, char **argv)
         die(PROG, "%s", "--rtcp needs --step 2 or more (port + 1 is the RTCP port)");
     }
     struct in_addr addr = parse_ipv4(PROG, "--bind", bind_text);
+    const int64_t latency_after_ns = (int64_t)(latency_after * 1e9);
     if (cpus != NULL) {
         pin_cpus(PROG, cpus);
     }
@@ -410,6 +419,10 @@ int main(int argc, char **argv)
                     if (srtp) {
                         continue;
                     }
+                    if (rx_ns - c.first_rx_ns < latency_after_ns) {
+                        c.latency_skipped++;
+                        continue;
+                    }
                     unsigned off = RTP_HEADER_LEN + 4u * (p[0] & 0x0Fu);
                     if ((p[0] & 0x10) && off + 4 <= len) { /* header extension */
                         off += 4 + 4u * (((unsigned)p[off + 2] << 8) | p[off + 3]);
@@ -490,7 +503,8 @@ int main(int argc, char **argv)
             socket_drops, c.no_kernel_ts, c.recv_calls);
     fprintf(out, "\"first_rx_ns\":%" PRId64 ",\"last_rx_ns\":%" PRId64 ",\"streams_seen\":%u,",
             c.first_rx_ns, c.last_rx_ns, g_nstreams);
-    fprintf(out, "\"latency_invalid\":%" PRIu64 ",\"latency_us\":", c.latency_invalid);
+    fprintf(out, "\"latency_invalid\":%" PRIu64 ",\"latency_skipped\":%" PRIu64 ",\"latency_us\":",
+            c.latency_invalid, c.latency_skipped);
     if (srtp) {
         fprintf(out, "null");
     } else {

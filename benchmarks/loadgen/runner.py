@@ -254,6 +254,8 @@ class SinkResult:
     last_rx_ns: int
     streams_seen: int
     latency_invalid: int
+    latency_skipped: int
+    """Packets received before ``latency_after`` (counted, not in ``latency_us``)."""
     latency_us: Percentiles | None
     cpu_user_s: float
     cpu_sys_s: float
@@ -296,6 +298,7 @@ class SinkResult:
             last_rx_ns=_int(obj, "last_rx_ns"),
             streams_seen=_int(obj, "streams_seen"),
             latency_invalid=_int(obj, "latency_invalid"),
+            latency_skipped=_int(obj, "latency_skipped"),
             latency_us=Percentiles.from_json(obj.get("latency_us")),
             cpu_user_s=_float(obj, "cpu_user_s"),
             cpu_sys_s=_float(obj, "cpu_sys_s"),
@@ -491,6 +494,7 @@ class SinkOptions(TypedDict, total=False):
     expect: int | None
     srtp: bool
     rtcp: bool
+    latency_after: float
     poll_us: int
     batch: int
     rcvbuf: int | None
@@ -511,6 +515,7 @@ def start_sink(
     expect: int | None = None,
     srtp: bool = False,
     rtcp: bool = False,
+    latency_after: float = 0.0,
     poll_us: int = 0,
     batch: int = 64,
     rcvbuf: int | None = None,
@@ -523,6 +528,8 @@ def start_sink(
     It stops by itself ``idle_timeout`` s after the last packet, after ``duration`` s, once
     ``expect`` RTP packets arrived, or when nothing came within ``start_timeout`` s.
     ``poll_us`` > 0 makes it look at its sockets on a timer instead of being woken per arrival.
+    ``latency_after`` > 0 leaves the packets received in the first that many seconds (after the
+    first packet) out of the latency percentiles; they are counted as usual.
     """
     args = ["--bind", bind, "--base-port", str(base_port), "--count", str(count), "--step", str(step)]
     args += ["--idle-timeout", _num(idle_timeout), "--start-timeout", _num(start_timeout)]
@@ -535,6 +542,8 @@ def start_sink(
         args.append("--srtp")
     if rtcp:
         args.append("--rtcp")
+    if latency_after > 0:
+        args += ["--latency-after", _num(latency_after)]
     if rcvbuf is not None:
         args += ["--rcvbuf", str(rcvbuf)]
     if not per_stream:

@@ -653,6 +653,11 @@ def _fork_rank(fork: ForkPipeline) -> int:
     return 2 if spec.srtp is not None and not spec.paused else 1
 
 
+# The initial sequence numbers, timestamps and report times of forks (RFC 3550 §5.1, §6.2): one
+# generator per process drawing from the OS (a ``random.Random()`` per fork seeds itself from the
+# OS anyway, at ~10 µs per fork set-up).
+_RNG: random.Random = random.SystemRandom()
+
 # Where SRTP forks that are not their leg's last protect a copy of the packet (one per process,
 # like the receive buffer: a packet is handled to the end before the next is read).
 _SCRATCH = PacketBuffer()
@@ -728,7 +733,7 @@ class ForkPipeline:
         initial_seq: int | None = None,
         initial_ts: int | None = None,
     ) -> None:
-        self._rng = rng if rng is not None else random.Random()
+        self._rng = rng if rng is not None else _RNG
         self._send_rtp = send_rtp
         self._send_rtcp = send_rtcp
         self._emit = emit
@@ -783,8 +788,8 @@ class ForkPipeline:
         """Apply the parts of a spec that the per-packet code reads (at setup and on update)."""
         self.spec = spec
         self._header = _header_table(spec)
-        self._keepalive_pt = _keepalive_payload_type(spec)
         self._keepalive = spec.keepalive and spec.rewrite
+        self._keepalive_pt = _keepalive_payload_type(spec) if self._keepalive else 0
         rate = spec.clock_rate
         self._min_advance = max(1, round(rate * MIN_FRAME_SECONDS))
         self._ts_jump = round(rate * TS_JUMP_SECONDS)

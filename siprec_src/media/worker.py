@@ -75,15 +75,17 @@ FEW_READY = 4
 HOT_DRAIN = 64
 # Interrupt moderation. Waking a sleeping process costs more CPU than forwarding a packet (~9 µs
 # on a 2-vCPU VM), so a worker woken per packet at a moderate packet rate spends much of its core
-# waking up. After a light wakeup (at most FEW_READY sockets ready) the loop does not poll again
-# before COALESCE_SECONDS have passed since that wakeup: the packets arriving meanwhile share the
-# next one, and the loop wakes at most 1 / COALESCE_SECONDS times a second while light (~5 % of a
-# core). A packet waits at most that long, and only one that arrives within it after a wakeup:
-# at a few packets per millisecond most packets wait for nothing, and a busy worker finds many
-# sockets ready and never pauses. Measured with benchmarks/bench_media.py (100 and 250 calls,
-# 10k and 25k packets/s): never pausing costs ~50 % more CPU per packet at 10k packets/s; the
-# former fixed 0.5 ms sleep after every light wakeup put the median latency at 0.35-0.55 ms,
-# this rule at ~0.2 ms, for ~10-20 % more CPU per packet at 10k packets/s and the same at 25k.
+# waking up. After a wakeup that found packets, the loop does not poll again before
+# COALESCE_SECONDS have passed since it: the packets arriving meanwhile share the next wakeup,
+# and the loop wakes at most 1 / COALESCE_SECONDS times a second (~5 % of a core). A packet waits
+# at most that long; a busy worker spends longer than that on what one wakeup found and never
+# pauses. Measured with benchmarks/bench_media.py: never pausing costs ~50 % more CPU per packet
+# at 10k packets/s; the former fixed 0.5 ms sleep put the median latency at 0.35-0.55 ms, this
+# rule at ~0.2 ms. Pausing after every wakeup with packets, not only after light ones (at most
+# FEW_READY sockets), saves the extra poll that found the few packets that came in while the
+# previous batch was handled (runs alternated on a shared VM, 750 calls = 75k packets/s:
+# 70-74k -> 85-99k packets per CPU-second; at 25k and 50k packets/s within the noise).
+# A wakeup for control commands alone does not pause (see WorkerProcess.run).
 COALESCE_SECONDS = 0.0002
 
 FRAME_HEADER = struct.Struct("!I")
@@ -235,12 +237,15 @@ class MediaHost:
         self.buffer = self.packets.data
         self._legs: dict[tuple[str, Leg], _LegEntry] = {}
         self._forks: dict[str, _ForkEntry] = {}
+        # The forks of each call: a call's commands look at its own (at most MAX_FORKS_PER_CALL),
+        # never at every fork of the process (O(n) per command is O(n²) to set up n calls).
+        self._call_forks: dict[str, dict[str, _ForkEntry]] = {}
 
     # --- introspection ----------------------------------------------------------------------
 
     @property
     def call_ids(self) -> set[str]:
-        return {call_id for call_id, _ in self._legs} | {f.call_id for f in self._forks.values()}
+        return {call_id for call_id, _ in self._legs} | set(self._call_forks)
 
     @property
     def fork_ids(self) -> set[str]:
@@ -305,9 +310,9 @@ class MediaHost:
             self._reactor.add_reader(rtp.fileno(), receiver.on_readable)
             self._reactor.add_reader(rtcp.fileno(), functools.partial(self._leg_rtcp, receiver, rtcp))
         self._legs[key] = entry
-        for fork in self._forks.values():
+        for fork in self._call_forks.get(spec.call_id, {}).values():
             pipeline = fork.pipeline
-            if pipeline is not None and (pipeline.spec.call_id, pipeline.spec.leg) == key:
+            if pipeline is not None and pipeline.spec.leg == spec.leg:
                 receiver.attach(pipeline)
         self.timers.schedule(receiver, receiver.first_deadline())
         return address
@@ -378,7 +383,7 @@ class MediaHost:
     def reserve_fork_port(self, call_id: str, fork_id: str, bind_host: str) -> Address:
         if fork_id in self._forks:
             raise LocalProtocolError(f"fork {fork_id} already exists (call {self._forks[fork_id].call_id})")
-        count = sum(1 for fork in self._forks.values() if fork.call_id == call_id)
+        count = len(self._call_forks.get(call_id, ()))
         if count >= MAX_FORKS_PER_CALL:
             raise LocalProtocolError(
                 f"call {call_id} already has {count} forked streams, the most a call may have"
@@ -388,6 +393,7 @@ class MediaHost:
         self._reactor.add_reader(rtp.fileno(), functools.partial(self._fork_readable, entry, rtp, True))
         self._reactor.add_reader(rtcp.fileno(), functools.partial(self._fork_readable, entry, rtcp, False))
         self._forks[fork_id] = entry
+        self._call_forks.setdefault(call_id, {})[fork_id] = entry
         return address
 
     def start_fork(self, spec: ForkSpec, now: float) -> None:
@@ -443,6 +449,10 @@ class MediaHost:
             sock.close()
         self._ports.release(entry.local[1])
         del self._forks[fork_id]
+        of_call = self._call_forks[entry.call_id]
+        del of_call[fork_id]
+        if not of_call:
+            del self._call_forks[entry.call_id]
         entry.pipeline = None  # it holds entry.send_rtcp: a reference cycle otherwise
         return stats
 
@@ -549,6 +559,7 @@ class WorkerProcess:
         hot_batch = range(HOT_DRAIN)
         coalesce = COALESCE_SECONDS
         sleep = time.sleep
+        control_only = [(self._control.fileno(), select.EPOLLIN)]
         now = monotonic()
         while self._running:
             deadline = timers.earliest()
@@ -579,9 +590,11 @@ class WorkerProcess:
                 events.clear()
             if self._out:
                 self._flush()
-            if 0 < len(ready) <= FEW_READY:
-                # A light wakeup: no other before COALESCE_SECONDS after it (see there).
-                # Replies and events are already out, so commands are not delayed by it.
+            if ready and ready != control_only:
+                # No other wakeup before COALESCE_SECONDS after this one (see there): what
+                # arrives meanwhile shares the next. Replies and events are already out. A
+                # wakeup for commands alone does not pause: the next command of a call being
+                # set up (a round trip each) would wait for it.
                 pause = now + coalesce - monotonic()
                 if pause > 0:
                     sleep(pause)

@@ -196,6 +196,10 @@ def test_host_registers_and_releases_sockets_and_ports() -> None:
     host.reserve_fork_port("other-call", "o", HOST)  # the limit is per call
     assert len(reactor.readers) == 2 + 2 * 5 and len(ports) == 6
     assert host.call_ids == {"c", "other-call"} and len(host.fork_ids) == 5
+    host.stop_fork("f0", 1.0, 1.0)  # a stopped fork frees its place in the call
+    host.reserve_fork_port("c", "f4", HOST)
+    host.stop_fork("o", 1.0, 1.0)
+    assert host.call_ids == {"c"} and host.fork_ids == {"f1", "f2", "f3", "f4"}
     host.close(1.0, 1.0)
     assert reactor.readers == {} and len(ports) == 0 and host.call_ids == set()
     assert len(host.timers) == 0
