@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 from siprec_src.control.settings import ApiCredentials, CallbackSettings, ControlSettings
 from siprec_src.control.sidecar import StreamSettings
 from siprec_src.errors import ConfigError
-from siprec_src.media.engine import MediaConfig
+from siprec_src.media.engine import MAX_RESTART_DELAY, MediaConfig
 from siprec_src.media.ports import check_port_range, split_port_range
 from siprec_src.recording.connector import (
     DEFAULT_SESSION_EXPIRES,
@@ -866,7 +866,9 @@ def _readable_file(reader: _Reader, key: str, text: str) -> str | None:
 
 def _media(root: _Table) -> tuple[MediaConfig | None, str, str | None]:
     reader = root.reader
-    section = root.table("media", ("host", "advertised", "port_min", "port_max", "workers", "stream_timeout"))
+    section = root.table(
+        "media", ("host", "advertised", "port_min", "port_max", "workers", "stream_timeout", "worker_restart")
+    )
     defaults = MediaConfig()
     host = section.string("host", _ENGINE_DEFAULTS.media_host)
     advertised = section.optional_string("advertised")
@@ -878,6 +880,7 @@ def _media(root: _Table) -> tuple[MediaConfig | None, str, str | None]:
     port_max = section.integer("port_max", defaults.port_max, minimum=1024, maximum=65535)
     workers = section.integer("workers", default_workers(), minimum=0, maximum=1024)
     stream_timeout = section.number("stream_timeout", defaults.stream_timeout, minimum=0, above=True)
+    worker_restart = section.number("worker_restart", defaults.worker_restart, minimum=0)
     range_keys = (section.key("port_min"), section.key("port_max"))
     if reader.ok(*range_keys):
         reader.guard(range_keys[0], functools.partial(check_port_range, port_min, port_max))
@@ -888,10 +891,19 @@ def _media(root: _Table) -> tuple[MediaConfig | None, str, str | None]:
             )
     if not reader.ok(*range_keys, section.key("workers"), section.key("stream_timeout")):
         return None, host, advertised
+    restart_key = section.key("worker_restart")
+    if reader.ok(restart_key) and worker_restart > MAX_RESTART_DELAY:
+        reader.error(restart_key, f"{worker_restart:g} is above the most, {MAX_RESTART_DELAY:g} seconds")
+    if not reader.ok(restart_key):
+        return None, host, advertised
     media = reader.guard(
         section.path,
         lambda: MediaConfig(
-            workers=workers, port_min=port_min, port_max=port_max, stream_timeout=stream_timeout
+            workers=workers,
+            port_min=port_min,
+            port_max=port_max,
+            stream_timeout=stream_timeout,
+            worker_restart=worker_restart,
         ),
     )
     return media, host, advertised

@@ -199,6 +199,7 @@ port_min = 30001
 port_max = 30010
 workers = 0
 stream_timeout = 5
+worker_restart = 0
 
 [edges.east]
 bind = "::"
@@ -211,7 +212,7 @@ srs = ["sip:srs@192.0.2.10;edge=east"]
     engine = config.engine
     assert (engine.media_host, engine.media_advertised) == ("0.0.0.0", "203.0.113.7")
     assert (engine.media.port_min, engine.media.port_max, engine.media.workers) == (30001, 30010, 0)
-    assert engine.media.stream_timeout == 5.0
+    assert engine.media.stream_timeout == 5.0 and engine.media.worker_restart == 0.0
     assert engine.edges["east"].media_host == "2001:db8::7"
     assert engine.connectors["main"].srs[0].edge == "east"
     assert str(engine.connectors["main"].srs[0].uri) == "sip:srs@192.0.2.10"
@@ -220,6 +221,18 @@ srs = ["sip:srs@192.0.2.10;edge=east"]
 # --- one error of each kind: it names the file, the dotted key and what is allowed -------------
 
 ERROR_CASES = [
+    pytest.param(
+        AUTH + CONNECTOR + "[media]\nworker_restart = 600\n",
+        "media.worker_restart",
+        "600 is above the most, 60 seconds",
+        id="worker-restart-too-long",
+    ),
+    pytest.param(
+        AUTH + CONNECTOR + "[media]\nworker_restart = -1\n",
+        "media.worker_restart",
+        "allowed: a number",
+        id="worker-restart-negative",
+    ),
     pytest.param(
         AUTH + CONNECTOR + "sesion_timeout = 90\n",
         "connectors.main.sesion_timeout",
@@ -977,7 +990,7 @@ def test_check_config_lists_every_error(tmp_path: Path, capsys: pytest.CaptureFi
     assert out == ""
     assert err.splitlines() == [
         f"{path}: media.port_mni: unknown key 'port_mni' (did you mean 'port_min'?); allowed here: host, "
-        "advertised, port_min, port_max, workers, stream_timeout",
+        "advertised, port_min, port_max, workers, stream_timeout, worker_restart",
         f"{path}: media.workers: -1 is out of range; allowed: an integer from 0 to 1024",
         f"{path}: connectors.main.session_timeout: 30 is below the RFC 4028 minimum of 90 s; "
         "allowed: 0 (no session timer) or an integer of 90 seconds or more",

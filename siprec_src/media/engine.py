@@ -61,6 +61,8 @@ WORKER_START_TIMEOUT = 10.0
 # package imports it on the way, and -m would then run a second copy as __main__).
 WORKER_ENTRY = "import sys; from siprec_src.media.worker import main; sys.exit(main())"
 WORKER_STOP_TIMEOUT = 5.0
+MAX_RESTART_DELAY = 60.0
+STABLE_WORKER_SECONDS = 60.0  # a replacement that lived this long resets the restart delay
 ASYNCIO_DRAIN = 64  # datagrams per readiness callback on the asyncio loop
 
 
@@ -77,6 +79,9 @@ class MediaConfig:
     port_min: int = 20000  # tap and egress ports, even RTP / odd RTCP; split disjointly between workers
     port_max: int = 29999
     stream_timeout: float = 30.0  # LegIdle after this long without RTP
+    # Seconds before a dead worker is replaced (doubled, up to MAX_RESTART_DELAY, while
+    # replacements keep dying within STABLE_WORKER_SECONDS); 0 = never replace.
+    worker_restart: float = 1.0
 
     def __post_init__(self) -> None:
         if self.workers < 0:
@@ -86,6 +91,12 @@ class MediaConfig:
             raise ConfigError(
                 f"stream_timeout must be a positive number of seconds, not {self.stream_timeout}",
                 key="stream_timeout",
+            )
+        if not 0 <= self.worker_restart <= MAX_RESTART_DELAY:
+            raise ConfigError(
+                f"worker_restart must be 0 (never replace a dead worker) to {MAX_RESTART_DELAY:g} "
+                f"seconds, not {self.worker_restart}",
+                key="worker_restart",
             )
 
 
@@ -152,6 +163,8 @@ class _Worker:
     pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
     alive: bool = False
     death: str = ""
+    started_at: float = 0.0  # monotonic, when it said ready
+    restart_delay: float = 0.0  # the wait before the next replacement (0: the configured one)
 
 
 class MediaEngine:
@@ -168,6 +181,9 @@ class MediaEngine:
         self._armed_at: float | None = None
         self._placement: dict[str, int] = {}  # call id -> LOCAL or worker index
         self._calls_on: Counter[int] = Counter()  # LOCAL or worker index -> calls placed there
+        # Calls whose worker died, until their last leg and fork are released: (worker, reason).
+        # Their commands raise WorkerLostError; they never reach the worker that replaced it.
+        self._lost_calls: dict[str, tuple[int, str]] = {}
         self._refs: dict[str, int] = {}  # call id -> open legs + reserved forks
         self._fork_call: dict[str, str] = {}  # fork id -> call id
         self._request_ids = 0
@@ -238,6 +254,7 @@ class MediaEngine:
         if message[0] != "ready":
             raise LocalProtocolError(f"media worker {worker.index} said {message!r} instead of ready")
         worker.alive = True
+        worker.started_at = time.monotonic()
 
     async def close(self) -> None:
         """RTCP BYE on every fork, stop the workers, close every socket. Idempotent."""
@@ -379,6 +396,7 @@ class MediaEngine:
     def _place(self, call_id: str, *, tap: bool, for_leg: bool) -> int:
         if not self._started or self._closing:
             raise LocalProtocolError("the media engine is not running (use start() or async with)")
+        self._check_not_lost(call_id)
         wants_worker = tap and bool(self._workers)
         location = self._placement.get(call_id)
         if location is None:
@@ -414,6 +432,13 @@ class MediaEngine:
         location = self._placement.pop(call_id, None)
         if location is not None:
             self._calls_on[location] -= 1
+        self._lost_calls.pop(call_id, None)
+
+    def _check_not_lost(self, call_id: str) -> None:
+        lost = self._lost_calls.get(call_id)
+        if lost is not None:
+            index, reason = lost
+            raise WorkerLostError(f"call {call_id} was on media worker {index}, which died: {reason}")
 
     def _release(self, call_id: str) -> None:
         refs = self._refs.get(call_id, 0) - 1
@@ -434,6 +459,7 @@ class MediaEngine:
     async def _command(self, call_id: str, command: str, args: tuple[Any, ...]) -> object:
         location = self._placement.get(call_id)
         if location is None:
+            self._check_not_lost(call_id)
             raise LocalProtocolError(f"no call {call_id} is open")
         return await self._command_at(location, call_id, command, args)
 
@@ -503,10 +529,60 @@ class MediaEngine:
                 future.set_exception(WorkerLostError(f"media worker {worker.index} died: {reason}"))
         if self._closing:
             return
+        if process is not None and process.returncode is None:
+            # Alive but unreachable (a corrupt control stream): it still holds the slice's ports.
+            process.kill()
+            await process.wait()
         calls = tuple(sorted(c for c, location in self._placement.items() if location == worker.index))
         forks = tuple(sorted(f for f, c in self._fork_call.items() if c in calls))
+        for call_id in calls:
+            # Set aside: the replacement worker must never get commands for calls it never had.
+            self._drop_placement(call_id)
+            self._lost_calls[call_id] = (worker.index, reason)
         log.error("media worker %d died (%s), losing calls %s", worker.index, reason, calls)
         self._deliver(WorkerDied(worker.index, reason, calls, forks))
+        if self.config.worker_restart > 0:
+            await self._replace(worker)
+
+    async def _replace(self, worker: _Worker) -> None:
+        """Start a new process for a dead worker's port slice, after a delay that doubles while
+        replacements keep dying young (a worker that crashes at start must not spin a core)."""
+        lived = time.monotonic() - worker.started_at
+        base = self.config.worker_restart
+        delay = (
+            base
+            if lived >= STABLE_WORKER_SECONDS
+            else min(max(worker.restart_delay * 2, base), MAX_RESTART_DELAY)
+        )
+        while not self._closing:
+            worker.restart_delay = delay
+            await asyncio.sleep(delay)
+            if self._closing:
+                return
+            worker.process = worker.channel = worker.ready = None
+            worker.pending = {}
+            try:
+                await self._spawn(worker)
+            except (LocalProtocolError, OSError) as exc:
+                await self._discard(worker)
+                delay = min(delay * 2, MAX_RESTART_DELAY)
+                log.error(
+                    "media worker %d could not be replaced (%s); next try in %g s", worker.index, exc, delay
+                )
+                continue
+            pid = worker.process.pid if worker.process is not None else None
+            log.warning("media worker %d replaced by pid %s", worker.index, pid)
+            return
+
+    @staticmethod
+    async def _discard(worker: _Worker) -> None:
+        """What a failed start left: the process (it holds the slice's ports) and the channel."""
+        if worker.channel is not None:
+            worker.channel.close()
+        process = worker.process
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
 
     # --- events and the in-process host's loop ------------------------------------------------
 

@@ -454,7 +454,7 @@ async def test_a_dead_worker_is_reported_and_the_others_keep_forwarding(
 ) -> None:
     doomed_srs, survivor_srs = srs_factory(), srs_factory()
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    async with MediaEngine(config(2, 51200)) as engine:
+    async with MediaEngine(config(2, 51200, worker_restart=0.0)) as engine:  # never replaced
         taps: dict[str, tuple[str, int]] = {}
         for call, srs in (("doomed", doomed_srs), ("survivor", survivor_srs)):
             tap = await engine.open_leg(LegSpec(call, Leg.INBOUND))
@@ -494,3 +494,57 @@ async def test_a_dead_worker_is_reported_and_the_others_keep_forwarding(
         await engine.open_leg(LegSpec("doomed", Leg.INBOUND))
         assert engine.placement("doomed") == 1
     sender.close()
+
+
+async def test_a_dead_worker_is_replaced_and_its_lost_calls_stay_apart(
+    srs_factory: Callable[[], Srs],
+) -> None:
+    fresh_srs = srs_factory()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    async with MediaEngine(config(2, 51600, worker_restart=0.2)) as engine:
+        assert await engine.open_leg(LegSpec("doomed", Leg.INBOUND)) is not None
+        assert engine.placement("doomed") == 0
+        local = await engine.reserve_fork_port("doomed", "doomed-fork", HOST)
+        await engine.start_fork(fork_spec("doomed-fork", "doomed", local, srs_factory()))
+        await engine.open_leg(LegSpec("survivor", Leg.INBOUND))
+        assert engine.placement("survivor") == 1
+        old_pid = engine.worker_pids[0]
+        assert old_pid is not None
+        os.kill(old_pid, signal.SIGKILL)
+        died = await asyncio.wait_for(_next_of(engine, WorkerDied), 5)
+        assert died.worker == 0 and died.call_ids == ("doomed",)
+        assert engine.workers == (2, 1)
+
+        await wait_until(lambda: engine.workers == (2, 2), timeout=5)  # replaced after 0.2 s
+        new_pid = engine.worker_pids[0]
+        assert new_pid is not None and new_pid != old_pid
+        # The lost call's commands never reach the replacement (it never had that call).
+        with pytest.raises(WorkerLostError, match="media worker 0, which died"):
+            await engine.fork_stats("doomed-fork")
+        with pytest.raises(WorkerLostError):
+            await engine.open_leg(LegSpec("doomed", Leg.OUTBOUND))
+        # A new call goes to the replacement (it carries the fewest calls) and forks there,
+        # from the same port slice.
+        fresh_tap = await engine.open_leg(LegSpec("fresh", Leg.INBOUND))
+        assert fresh_tap is not None and engine.placement("fresh") == 0
+        local = await engine.reserve_fork_port("fresh", "fresh-fork", HOST)
+        await engine.start_fork(fork_spec("fresh-fork", "fresh", local, fresh_srs))
+        for seq in range(20):
+            sender.sendto(rtp(seq), fresh_tap)
+        await wait_until(lambda: len(fresh_srs.rtp.received) == 20)
+        assert contiguous([p.sequence for p in fresh_srs.rtp.rtp()])
+        # Releasing the lost call frees its id.
+        with pytest.raises(WorkerLostError):
+            await engine.stop_fork("doomed-fork")
+        with pytest.raises(WorkerLostError):
+            await engine.close_leg("doomed", Leg.INBOUND)
+        await engine.open_leg(LegSpec("doomed", Leg.INBOUND))
+        assert engine.placement("doomed") in (0, 1)
+    sender.close()
+
+
+def test_worker_restart_is_bounded() -> None:
+    with pytest.raises(ConfigError, match="worker_restart"):
+        MediaConfig(worker_restart=-1.0)
+    with pytest.raises(ConfigError, match="worker_restart"):
+        MediaConfig(worker_restart=3600.0)

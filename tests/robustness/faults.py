@@ -421,6 +421,7 @@ def sidecar_config(
     port_max: int,
     callbacks: str = "timeout = 5\nretries = 1\nbackoff = 0.5",
     streams: str = "",
+    media: str = "",
 ) -> str:
     """A ``siprec-src serve`` config: API on a free port, SIP over UDP, connector ``main``."""
     return f"""
@@ -449,6 +450,7 @@ listen = ["udp:127.0.0.1:0"]
 workers = {workers}
 port_min = {port_min}
 port_max = {port_max}
+{media}
 
 [connectors.main]
 srs = ["{srs}"]

@@ -79,6 +79,7 @@ MAX_MEDIA_GAP = 1.0  # s between two media messages at the healthy WebSocket ser
 MAX_CALLBACK_SECONDS = 1.5  # from an event of a healthy call to its callback's arrival
 SHUTDOWN_BOUND = 12.0  # s from SIGTERM to exit: the sidecar's own 10 s deadline, and a margin
 IN_FLIGHT = 0.3  # s left at the end of a window for the last packets to arrive
+RESTART_AFTER = 6  # s: worker_restart of the worker-kill test, longer than its degraded checks take
 
 
 def _unix(stamp: str) -> float:
@@ -282,7 +283,12 @@ async def test_a_killed_media_worker_fails_its_recordings_and_spares_the_rest(tm
     async with TimedSrs() as srs, CallbackRecorder() as recorder:
         with RtpSource() as source:
             config = sidecar_config(
-                srs.uri() + ";transport=udp", workers=2, port_min=port_min, port_max=port_max
+                srs.uri() + ";transport=udp",
+                workers=2,
+                port_min=port_min,
+                port_max=port_max,
+                # Replaced after the checks of the degraded state below (then checked too).
+                media=f"worker_restart = {RESTART_AFTER}",
             )
             async with SidecarProcess(config, tmp_path) as sidecar:
                 workers = sidecar.worker_pids()
@@ -364,16 +370,31 @@ async def test_a_killed_media_worker_fails_its_recordings_and_spares_the_rest(tm
                 newcomers += forwarding(source, srs, reused + IN_FLIGHT, until, tags=tags["reused"])
                 _check_forwarding(newcomers, 4)
 
+                # The dead worker is replaced: healthy again, and the next call goes to the
+                # replacement (it carries the fewest calls) and records.
+                async with asyncio.timeout(RESTART_AFTER + 5):
+                    while (await sidecar.request("GET", "/healthz")).body["status"] != "ok":
+                        await asyncio.sleep(0.05)
+                replaced = time.time() - killed
+                replacement = sidecar.worker_pids()
+                assert sorted(replacement) == [0, 1] and replacement[0] != workers[0], replacement
+                assert replacement[1] == workers[1]
+                taps = await sidecar.open_call("after-restart")
+                assert worker_of(taps) == 0
+                sid = await sidecar.record("after-restart", recorder.url("/cb?call=after-restart"))
+                await sidecar.wait_status(f"/v1/calls/after-restart/recordings/{sid}", "in-progress", 3)
+
                 sidecar.signal(signal.SIGTERM)
                 assert await sidecar.wait_exit(SHUTDOWN_BOUND) == 0, sidecar.log_text()[-3000:]
-                assert not pid_exists(workers[1])
+                assert not pid_exists(workers[1]) and not pid_exists(replacement[0])
                 print(
                     f"\n[worker killed] recording.failed callbacks {detected * 1000:.0f} ms after SIGKILL, "
                     f"API status failed after {max(failed_in_api) * 1000:.0f} ms (polled every 50 ms); "
                     f"BYEs of the failed recordings after "
                     f"{(max(srs.bye_times[: len(lost)]) - killed) * 1000:.0f} ms; survivors from 1 s before "
                     f"the kill: {summary(survivors)}; new calls: {summary(newcomers)}; "
-                    f"/healthz after the death: {health.status} {health.body}"
+                    f"/healthz after the death: {health.status} {health.body}; healthy again "
+                    f"{replaced:.1f} s after the kill (worker_restart = {RESTART_AFTER} s)"
                 )
 
 
