@@ -55,6 +55,7 @@ after silence) so a receiver resynchronises its jitter buffer.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import random
@@ -630,13 +631,18 @@ class LegReceiver:
         )
 
 
-def _header_table(spec: ForkSpec) -> list[int]:
-    """The output second byte (marker kept, PT mapped) for every input second byte; -1 = drop."""
+@functools.lru_cache(maxsize=256)
+def _header_table(payload_map: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
+    """The output second byte (marker kept, PT mapped) for every input second byte; -1 = drop.
+
+    Shared by every fork with the same map (a 256-entry table is 2 KiB: per fork, it was a tenth
+    of an active recording session's memory).
+    """
     table = [-1] * 256
-    for source_pt, srs_pt in spec.payload_map:
+    for source_pt, srs_pt in payload_map:
         table[source_pt] = srs_pt
         table[0x80 | source_pt] = 0x80 | srs_pt
-    return table
+    return tuple(table)
 
 
 def _keepalive_payload_type(spec: ForkSpec) -> int:
@@ -787,7 +793,7 @@ class ForkPipeline:
     def _configure(self, spec: ForkSpec) -> None:
         """Apply the parts of a spec that the per-packet code reads (at setup and on update)."""
         self.spec = spec
-        self._header = _header_table(spec)
+        self._header = _header_table(spec.payload_map)
         self._keepalive = spec.keepalive and spec.rewrite
         self._keepalive_pt = _keepalive_payload_type(spec) if self._keepalive else 0
         rate = spec.clock_rate
