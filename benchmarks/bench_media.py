@@ -94,6 +94,7 @@ from benchmarks.report import (
     machine,
     write_report,
 )
+from siprec_src.errors import SiprecError
 from siprec_src.media import ForkSpec, Leg, LegSpec, SrtpKeys
 from siprec_src.media.pipeline import ForkPipeline, LegReceiver
 from siprec_src.media.rtp import RtpPacket
@@ -114,6 +115,9 @@ KEPT_UP_LAG = 0.1  # seconds: the last packet arrived this soon after the last s
 # subject's core the sink's wake-ups (a remote recorder puts none on it). The latency figures do
 # not include this polling: they use the kernel's receive time.
 SINK_POLL_US = 1000
+# What a step may raise when its subject cannot be set up or measured (RuntimeError covers the
+# load generator's, rtpengine's and the build's errors; SiprecError the product's).
+STEP_ERRORS = (RuntimeError, OSError, TimeoutError, SiprecError)
 LATENCY_AFTER = 0.25  # of a step's duration: the start-up burst left out of its latency
 NG_CONCURRENCY = 32  # ng requests in flight while setting up rtpengine's calls
 RTPENGINE_PORTS_PER_CALL = 8  # 2 legs + 2 subscriptions, RTP and RTCP each
@@ -838,12 +842,19 @@ async def run_ladder(
         for subject in subjects:
             if subject.name in skipped:
                 continue
-            step = await run_step(subject, calls, ladder.duration, ladder.quiet_wait)
-            for attempt in range(ladder.retries):
-                if not step.disturbed:
-                    break
-                log(f"  {describe(step)}: disturbed, again ({attempt + 1}/{ladder.retries})")
+            try:
                 step = await run_step(subject, calls, ladder.duration, ladder.quiet_wait)
+                for attempt in range(ladder.retries):
+                    if not step.disturbed:
+                        break
+                    log(f"  {describe(step)}: disturbed, again ({attempt + 1}/{ladder.retries})")
+                    step = await run_step(subject, calls, ladder.duration, ladder.quiet_wait)
+            except STEP_ERRORS as exc:
+                # One subject that cannot be set up (an SRS answer lost on a crowded machine, a
+                # daemon refusing) ends that subject's ladder, not the whole benchmark.
+                skipped[subject.name] = f"failed at {calls} calls: {type(exc).__name__}: {exc}"
+                log(f"  {subject.name} {calls} calls: {skipped[subject.name]}")
+                continue
             steps.append(step)
             log(f"  {describe(step)}")
             if step.saturated:

@@ -21,6 +21,7 @@ import pytest
 from benchmarks import bench_media
 from benchmarks.bench_media import SUBJECTS, Blackholes, Step, ratio, ratios, targets
 from benchmarks.report import format_rows
+from siprec_src.errors import SiprecError
 
 
 def step(subject: str, calls: int, *, cpu: float | None = 1.0, lost: int = 0, **changes: object) -> Step:
@@ -172,3 +173,28 @@ def test_format_rows_aligns_columns() -> None:
         "a           1  x",
         "longer  1,000",
     ]
+
+
+def test_a_subject_that_cannot_be_set_up_ends_its_ladder_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[tuple[str, int]] = []
+
+    async def run_step(subject: bench_media.Subject, calls: int, duration: float, quiet: float) -> Step:
+        ran.append((subject.name, calls))
+        if subject.name == "siprec":
+            raise SiprecError("no SRS took the recording: 408")
+        return step(subject.name, calls, cpu=None if subject.name == "direct" else 0.5)
+
+    monkeypatch.setattr(bench_media, "run_step", run_step)
+    ladder = bench_media.Ladder(
+        pipeline_packets=1, repeats=1, calls=(10, 20), duration=1.0, quiet_wait=0.0, retries=0
+    )
+    subjects = [SUBJECTS["direct"], SUBJECTS["siprec"], SUBJECTS["c-relay"]]
+    steps, skipped = asyncio.run(bench_media.run_ladder(subjects, ladder, log=lambda line: None))
+    assert ran == [("direct", 10), ("siprec", 10), ("c-relay", 10), ("direct", 20), ("c-relay", 20)]
+    assert [(s.subject, s.calls) for s in steps] == [
+        ("direct", 10),
+        ("c-relay", 10),
+        ("direct", 20),
+        ("c-relay", 20),
+    ]
+    assert skipped == {"siprec": "failed at 10 calls: SiprecError: no SRS took the recording: 408"}
