@@ -75,17 +75,18 @@ FEW_READY = 4
 HOT_DRAIN = 64
 # Interrupt moderation. Waking a sleeping process costs more CPU than forwarding a packet (~9 µs
 # on a 2-vCPU VM), so a worker woken per packet at a moderate packet rate spends much of its core
-# waking up. After a wakeup that found packets, the loop does not poll again before
-# COALESCE_SECONDS have passed since it: the packets arriving meanwhile share the next wakeup,
-# and the loop wakes at most 1 / COALESCE_SECONDS times a second (~5 % of a core). A packet waits
-# at most that long; a busy worker spends longer than that on what one wakeup found and never
-# pauses. Measured with benchmarks/bench_media.py: never pausing costs ~50 % more CPU per packet
-# at 10k packets/s; the former fixed 0.5 ms sleep put the median latency at 0.35-0.55 ms, this
-# rule at ~0.2 ms. Pausing after every wakeup with packets, not only after light ones (at most
-# FEW_READY sockets), saves the extra poll that found the few packets that came in while the
-# previous batch was handled (runs alternated on a shared VM, 750 calls = 75k packets/s:
-# 70-74k -> 85-99k packets per CPU-second; at 25k and 50k packets/s within the noise).
-# A wakeup for control commands alone does not pause (see WorkerProcess.run).
+# waking up. After a light wakeup (at most FEW_READY sockets ready) the loop does not poll again
+# before COALESCE_SECONDS have passed since that wakeup: the packets arriving meanwhile share the
+# next one, and the loop wakes at most 1 / COALESCE_SECONDS times a second while light (~5 % of a
+# core). A packet waits at most that long, and only one that arrives within it after a wakeup:
+# at a few packets per millisecond most packets wait for nothing, and a busy worker finds many
+# sockets ready and never pauses. Measured with benchmarks/bench_media.py (100 and 250 calls,
+# 10k and 25k packets/s): never pausing costs ~50 % more CPU per packet at 10k packets/s; the
+# former fixed 0.5 ms sleep after every light wakeup put the median latency at 0.35-0.55 ms,
+# this rule at ~0.2 ms, for ~10-20 % more CPU per packet at 10k packets/s and the same at 25k.
+# Pausing after every wakeup that found packets was tried: no better at 25k packets/s, and in
+# full runs 71k packets per CPU-second at 50k packets/s against 82k with this rule. A wakeup for
+# control commands alone does not pause (see WorkerProcess.run).
 COALESCE_SECONDS = 0.0002
 
 FRAME_HEADER = struct.Struct("!I")
@@ -590,11 +591,11 @@ class WorkerProcess:
                 events.clear()
             if self._out:
                 self._flush()
-            if ready and ready != control_only:
-                # No other wakeup before COALESCE_SECONDS after this one (see there): what
-                # arrives meanwhile shares the next. Replies and events are already out. A
-                # wakeup for commands alone does not pause: the next command of a call being
-                # set up (a round trip each) would wait for it.
+            if 0 < len(ready) <= FEW_READY and ready != control_only:
+                # A light wakeup: no other before COALESCE_SECONDS after it (see there).
+                # Replies and events are already out. A wakeup for commands alone does not
+                # pause: the next command of a call being set up (a round trip each) would
+                # wait for it.
                 pause = now + coalesce - monotonic()
                 if pause > 0:
                     sleep(pause)
