@@ -43,7 +43,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,11 +115,24 @@ def server_context(pki: Pki) -> ssl.SSLContext:
     return context
 
 
+_HELD_PORTS: list[socket.socket] = []
+
+
 def dead_port() -> int:
-    """A loopback TCP port nobody listens on (connections to it are refused at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback TCP port bound and never listened on, held until the test ends: connections
+    to it are refused at once, and nobody can take it meanwhile (a port merely probed free was
+    once given to the sidecar's own API by the kernel, which then logged the callback's URL)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD_PORTS.append(sock)
+    return int(sock.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _release_dead_ports() -> Iterator[None]:
+    yield
+    while _HELD_PORTS:
+        _HELD_PORTS.pop().close()
 
 
 async def settle(condition: Any, timeout: float = TIMEOUT) -> None:
