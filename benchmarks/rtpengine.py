@@ -766,6 +766,8 @@ class RtpEngineError(RuntimeError):
     """rtpengine is missing, did not start, or died; the message says which and shows its log."""
 
 
+START_ATTEMPTS = 3  # daemon starts when a port we picked was taken before it bound it
+
 INSTALL_HINT = (
     "apt-get install rtpengine-daemon (scripts/install-peers.sh installs it; `make test` runs that)"
 )
@@ -900,11 +902,25 @@ class RtpEngine:
         if self.process is not None:
             raise RtpEngineError("rtpengine already started")
         binary = find_rtpengine(self.binary)
-        if not self.ng_port:
-            self.ng_port = _free_udp_port(self.ng_host)
-        if not self.port_min:
-            self.port_min = free_port_block(self.media_address, self.ports)
-            self.port_max = self.port_min + self.ports - 1
+        # Ports we pick are only probed free: another program may take one before the daemon
+        # binds it. Then pick again (a port given by the caller is the caller's to choose).
+        chosen_ng, chosen_media = not self.ng_port, not self.port_min
+        for attempt in range(START_ATTEMPTS):
+            if chosen_ng:
+                self.ng_port = _free_udp_port(self.ng_host)
+            if chosen_media:
+                self.port_min = free_port_block(self.media_address, self.ports)
+                self.port_max = self.port_min + self.ports - 1
+            try:
+                self._start_once(binary)
+                return self
+            except RtpEngineError as exc:
+                taken = "Address already in use" in str(exc) and (chosen_ng or chosen_media)
+                if not taken or attempt == START_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, binary: str) -> None:
         if self.log_path is None:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="rtpengine-")
             self.log_path = Path(self._tmpdir.name) / "rtpengine.log"
@@ -919,7 +935,6 @@ class RtpEngine:
         except BaseException:
             self.stop()
             raise
-        return self
 
     def _wait_ready(self) -> None:
         assert self.process is not None
