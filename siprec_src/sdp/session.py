@@ -41,6 +41,7 @@ bounded by the SIP message limits before it gets here.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -139,6 +140,17 @@ _DIRECTIONS = {d.value: d for d in Direction}
 def _fields(value: str) -> list[str]:
     stripped = value.strip(" \t")
     return _FIELD_SEP.split(stripped) if stripped else []
+
+
+def _first_field(value: str) -> str:
+    """``_fields(value)[0]`` ("" for a blank value) without splitting the rest."""
+    stripped = value.lstrip(" \t")
+    end = len(stripped)
+    for separator in " \t":
+        found = stripped.find(separator)
+        if 0 <= found < end:
+            end = found
+    return stripped[:end]
 
 
 def _is_digits(text: str, max_length: int) -> bool:
@@ -273,6 +285,14 @@ class RtpMap:
 
     @classmethod
     def parse(cls, value: str) -> RtpMap:
+        # The same few rtpmap lines ("0 PCMU/8000") come in every answer, and each is read several
+        # times during negotiation: the result is immutable, so each text is parsed once.
+        if len(value) <= _CACHED_VALUE_LENGTH:
+            return _parse_rtpmap_cached(value)
+        return _parse_rtpmap(value)
+
+    @classmethod
+    def _parse(cls, value: str) -> RtpMap:
         parts = _fields(value)
         if len(parts) != 2:
             raise SdpError(
@@ -300,6 +320,11 @@ class RtpMap:
     def __str__(self) -> str:
         text = f"{self.payload_type} {self.encoding}/{self.clock_rate}"
         return text if self.channels is None else f"{text}/{self.channels}"
+
+
+_CACHED_VALUE_LENGTH = 64
+_parse_rtpmap = RtpMap._parse
+_parse_rtpmap_cached = functools.lru_cache(maxsize=256)(RtpMap._parse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,7 +512,7 @@ class MediaDescription(_Attributes):
         """The ``a=rtpmap`` for a payload type, or None when there is none."""
         wanted = str(payload_type)
         for value in self.attributes_named("rtpmap"):
-            if value is not None and _fields(value)[:1] == [wanted]:
+            if value is not None and _first_field(value) == wanted:
                 return RtpMap.parse(value)
         return None
 
@@ -602,7 +627,7 @@ _SESSION_SINGLE = frozenset("osiuczk")
 
 @dataclass(slots=True)
 class _MediaBuilder:
-    first: MediaDescription
+    first: _MediaLine
     title: str | None = None
     key: str | None = None
     connections: list[Connection] = field(default_factory=list)
@@ -631,13 +656,13 @@ class _MediaBuilder:
             self.extra_lines.append((kind, value))
 
     def build(self) -> MediaDescription:
-        m = self.first
+        media, port, proto, formats, port_count = self.first
         return MediaDescription(
-            media=m.media,
-            port=m.port,
-            proto=m.proto,
-            formats=m.formats,
-            port_count=m.port_count,
+            media=media,
+            port=port,
+            proto=proto,
+            formats=formats,
+            port_count=port_count,
             title=self.title,
             connections=tuple(self.connections),
             bandwidths=tuple(self.bandwidths),
@@ -711,7 +736,11 @@ class _SessionBuilder:
         )
 
 
-def _parse_media_line(value: str) -> MediaDescription:
+# What an m= line holds: media, port, proto, formats, number of ports.
+_MediaLine = tuple[str, int, str, tuple[str, ...], int | None]
+
+
+def _parse_media_line(value: str) -> _MediaLine:
     # RFC 8866 §5.14: m=<media> <port>[/<number of ports>] <proto> <fmt> ...
     parts = _fields(value)
     if len(parts) < 4:
@@ -731,7 +760,7 @@ def _parse_media_line(value: str) -> MediaDescription:
             raise SdpError("m= number of ports must be at least 1 (RFC 8866 §5.14)")
     if not _PROTO.fullmatch(proto):
         raise SdpError(f"m= proto {proto!r} is not token *('/' token) (RFC 8866 §9)")
-    return MediaDescription(media, port, proto, tuple(formats), port_count)
+    return media, port, proto, tuple(formats), port_count
 
 
 def _split_line(line: str) -> tuple[str, str]:

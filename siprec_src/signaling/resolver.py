@@ -9,6 +9,7 @@ the loop's ``getaddrinfo`` so it never blocks the event loop. The order ``getadd
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 
@@ -25,6 +26,16 @@ class ResolutionError(SiprecError):
         self.reason = reason
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_ip_address(text: str) -> bool:
+    # Asked for every recording attempt, nearly always about the same few SRS addresses.
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 async def resolve(host: str, port: int, transport: str) -> list[tuple[str, int]]:
     """The (IP, port) pairs to try for ``host``, IPv4 and IPv6 alike, without duplicates.
 
@@ -33,11 +44,7 @@ async def resolve(host: str, port: int, transport: str) -> list[tuple[str, int]]
     if transport not in TRANSPORTS:
         raise ValueError(f"unknown transport {transport!r}; expected one of {TRANSPORTS}")
     literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        ipaddress.ip_address(literal)
-    except ValueError:
-        pass
-    else:
+    if _is_ip_address(literal):
         return [(literal, port)]
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     loop = asyncio.get_running_loop()

@@ -132,7 +132,12 @@ def _destination(transport: str, sockaddr: tuple[str, int] | tuple[str, int, int
     return Destination(transport, str(sockaddr[0]), int(sockaddr[1]))
 
 
+@functools.lru_cache(maxsize=1024)
 def _family(host: str) -> int | None:
+    """AF_INET or AF_INET6 for an IP address, None for anything else (a host name).
+
+    Asked on every send about the few addresses a SIP element talks to, hence the cache.
+    """
     try:
         return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
@@ -363,16 +368,45 @@ class SipTransport:
             raise self._failure(destination, "peer is not reading; connection aborted")
         conn.write(data)
 
+    def send_now(self, data: bytes, destination: Destination) -> bool:
+        """Send one encoded message at once if nothing needs waiting for; True when it was sent.
+
+        That is a datagram, or a message for a peer whose TCP/TLS connection is open. Otherwise
+        (a connection to open, or a failure to report) nothing is sent or reported, and the
+        caller uses ``send``. A sender with many messages saves the task ``send`` would need.
+        """
+        if self._closed or not self._started:
+            return False
+        if destination.transport == "udp":
+            endpoint = self._datagram_endpoint(destination.host)
+            if endpoint is None or endpoint.transport is None or len(data) > MAX_DATAGRAM:
+                return False
+            endpoint.transport.sendto(data, (destination.host, destination.port))
+            return True
+        conn = self._by_peer.get(destination)
+        if conn is None or not conn.usable or conn.transport is None:
+            return False
+        if conn.transport.get_write_buffer_size() + len(data) > MAX_WRITE_BUFFER:
+            return False
+        conn.write(data)
+        return True
+
+    def _datagram_endpoint(self, host: str) -> _DatagramEndpoint | None:
+        """The UDP socket to send to ``host`` from: the first one of its address family."""
+        family = _family(host)
+        for endpoint in self._udp:
+            if endpoint.transport is not None and _family(endpoint.local.host) == family:
+                return endpoint
+        return None
+
     def _send_datagram(self, data: bytes, destination: Destination) -> None:
         if len(data) > MAX_DATAGRAM:
             raise self._failure(destination, f"{len(data)} bytes do not fit in a UDP datagram")
-        family = _family(destination.host)
-        for endpoint in self._udp:
-            if endpoint.transport is not None and _family(endpoint.local.host) == family:
-                endpoint.transport.sendto(data, (destination.host, destination.port))
-                return
-        version = "IPv6" if family == socket.AF_INET6 else "IPv4"
-        raise self._failure(destination, f"no {version} UDP socket to send from")
+        endpoint = self._datagram_endpoint(destination.host)
+        if endpoint is None or endpoint.transport is None:
+            version = "IPv6" if _family(destination.host) == socket.AF_INET6 else "IPv4"
+            raise self._failure(destination, f"no {version} UDP socket to send from")
+        endpoint.transport.sendto(data, (destination.host, destination.port))
 
     async def _connection_to(self, destination: Destination, server_name: str | None) -> _StreamConnection:
         # Concurrent sends to the same peer share one connection attempt rather than racing.

@@ -68,6 +68,8 @@ class UserAgent:
         self._server_names: dict[Destination, str] = {}
         self._timer = CoreTimer(self._fire_timer)
         self._sends: set[asyncio.Task[None]] = set()
+        self._outgoing: list[tuple[bytes, Destination]] = []  # for _send_outgoing, in order
+        self._outgoing_scheduled = False
         self._loop = asyncio.get_running_loop()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -79,6 +81,7 @@ class UserAgent:
 
     async def close(self) -> None:
         self._timer.cancel()
+        self._send_outgoing()  # what was queued last (the BYEs of a shutdown) still goes out
         if self._sends:
             await asyncio.gather(*self._sends, return_exceptions=True)
         await self.transport.close()
@@ -226,13 +229,33 @@ class UserAgent:
     # --- the loop around the core -----------------------------------------------------------
 
     def _after(self) -> None:
-        for data, destination in self.core.messages_to_send():
-            task = self._loop.create_task(self._send(data, destination))
-            self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
+        outgoing = self.core.messages_to_send()
+        if outgoing:
+            # Sent from the next turn of the loop, as a task per message used to do (what the
+            # transaction user started meanwhile, such as stopping media, keeps going first),
+            # but one callback for them all rather than a task each.
+            self._outgoing.extend(outgoing)
+            if not self._outgoing_scheduled:
+                self._outgoing_scheduled = True
+                self._loop.call_soon(self._send_outgoing)
         while (event := self.core.next_event()) is not None:
             self._deliver(event)
         self._arm_timer()
+
+    def _send_outgoing(self) -> None:
+        self._outgoing_scheduled = False
+        outgoing, self._outgoing = self._outgoing, []
+        for data, destination in outgoing:
+            # A datagram, or a message on an open connection, goes out at once. One that must
+            # wait (a connection to open, an error to report) goes through a task, and so does
+            # every message after it while such a task is pending, so that none overtakes another.
+            if not self._sends and self.transport.send_now(data, destination):
+                if self._on_trace is not None:
+                    self._on_trace("out", parse_message(data), destination)
+                continue
+            task = self._loop.create_task(self._send(data, destination))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
 
     async def _send(self, data: bytes, destination: Destination) -> None:
         if self._on_trace is not None:

@@ -7,7 +7,7 @@ user agent core (``useragent.py``) owns dialogs and decides when they start and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from siprec_src.errors import LocalProtocolError
@@ -52,6 +52,10 @@ class Dialog:
     # Where in-dialog requests go when the next hop is a host name the core cannot resolve:
     # the address the dialog was set up with (RFC 3263 lookups are the adapter's business).
     destination: Destination | None = None
+    # The From, To and Contact values of our requests, written once: every ACK, BYE and
+    # re-INVITE of the dialog repeats them (local_address, remote_address and local_contact
+    # do not change during a dialog).
+    _texts: tuple[str, str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     # --- creation -------------------------------------------------------------------------
 
@@ -138,12 +142,15 @@ class Dialog:
             routes = [*routes[1:], NameAddress(self.remote_target)]
         for route in routes:
             headers.add("Route", str(route))
-        headers.add("From", str(self.local_address))
-        headers.add("To", str(self.remote_address))
+        if self._texts is None:
+            self._texts = (str(self.local_address), str(self.remote_address), str(self.local_contact))
+        from_, to, contact = self._texts
+        headers.add("From", from_)
+        headers.add("To", to)
         headers.add("Call-ID", self.id.call_id)
         headers.add("CSeq", f"{cseq} {method}")
         if method != "ACK" or body:
-            headers.add("Contact", str(self.local_contact))
+            headers.add("Contact", contact)
         if content_type is not None:
             headers.add("Content-Type", content_type)
         return Request(method, request_uri, headers, body)

@@ -7,10 +7,11 @@ so a message serializes back to what was parsed. Typed views (``Via``, ``NameAdd
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from siprec_src.errors import LocalProtocolError
 from siprec_src.sip.syntax import (
@@ -28,7 +29,15 @@ from siprec_src.sip.syntax import (
     replace_param,
     split_outside_quotes,
 )
-from siprec_src.sip.uri import AbsoluteUri, SipUri, Uri, parse_host_port, parse_uri
+from siprec_src.sip.uri import (
+    PARSE_CACHE_MAX_LENGTH,
+    PARSE_CACHE_SIZE,
+    AbsoluteUri,
+    SipUri,
+    Uri,
+    parse_host_port,
+    parse_uri,
+)
 
 # RFC 3261 §7.3.3 and the later RFCs that define compact forms (3265, 3515, 3892, 4028, 3841, 4474).
 COMPACT_FORMS = {
@@ -89,16 +98,46 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(lname, name)
 
 
+# Header names as written -> (canonical spelling, lowercase key). Every lookup, every field
+# parsed and every field added resolves its name, a dozen times per message: remembering the
+# answer for the names that come up is what keeps that cheap. Only token names go in (so a hit
+# also means "valid name"), and only so many of them: the names a peer sends are its choice.
+_NAMES: dict[str, tuple[str, str]] = {}
+_NAMES_LIMIT = 2048
+_NAME_LENGTH_LIMIT = 64
+
+
+def _names(name: str) -> tuple[str, str]:
+    """(canonical spelling, lowercase key) of a header name."""
+    found = _NAMES.get(name)
+    if found is None:
+        canon = canonical_name(name)
+        found = (canon, canon.lower())
+        if len(_NAMES) < _NAMES_LIMIT and len(name) <= _NAME_LENGTH_LIMIT and is_token(name):
+            _NAMES[name] = found
+    return found
+
+
+for _name in (*_KNOWN, *COMPACT_FORMS):
+    for _spelling in (_name, _name.lower(), _name.upper()):
+        _names(_spelling)
+
+
+def is_header_name(name: str) -> bool:
+    """Whether ``name`` is a valid header field name (a token, RFC 3261 §7.3.1)."""
+    return name in _NAMES or is_token(name)
+
+
 T = TypeVar("T")
 
 
-def _checked(name: str, value: str) -> str:
-    """Refuse a field that would break the message framing (header injection) and canonicalize."""
-    if not is_token(name):
+def _checked(name: str, value: str) -> tuple[str, str]:
+    """Refuse a field that would break the message framing (header injection); return its names."""
+    if not is_header_name(name):
         raise LocalProtocolError(f"bad header name {name!r}")
     if "\r" in value or "\n" in value:
         raise LocalProtocolError(f"header {name} value contains CR or LF: {value!r}")
-    return canonical_name(name)
+    return _names(name)
 
 
 class Headers:
@@ -107,11 +146,11 @@ class Headers:
     __slots__ = ("_cache", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str, str]] = []
+        self._items: list[tuple[str, str, str]] = []  # (lowercase key, canonical name, value)
         self._cache: dict[str, Any] = {}
         for name, value in items:
-            canon = canonical_name(name)
-            self._items.append((canon.lower(), canon, value))
+            canon, key = _names(name)
+            self._items.append((key, canon, value))
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         for _, name, value in self._items:
@@ -123,8 +162,8 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        lname = canonical_name(name).lower()
-        return any(item[0] == lname for item in self._items)
+        key = _names(name)[1]
+        return any(item[0] == key for item in self._items)
 
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"
@@ -134,67 +173,80 @@ class Headers:
         new._items = list(self._items)
         return new
 
+    def lower_names(self) -> list[str]:
+        """The lowercase name of each field, in order (compact forms expanded, repeats kept)."""
+        return [item[0] for item in self._items]
+
     def get(self, name: str) -> str | None:
         """The first field's value, as received (not split)."""
-        lname = canonical_name(name).lower()
+        key = _names(name)[1]
         for item in self._items:
-            if item[0] == lname:
+            if item[0] == key:
                 return item[2]
         return None
 
+    def get_all_raw(self, name: str) -> list[str]:
+        """Every field's value as received, in order (list-valued headers not split)."""
+        key = _names(name)[1]
+        return [item[2] for item in self._items if item[0] == key]
+
     def get_all(self, name: str) -> list[str]:
         """Every value: fields in order, and list-valued headers split at their commas."""
-        lname = canonical_name(name).lower()
-        raw = [item[2] for item in self._items if item[0] == lname]
-        if lname not in MULTI_VALUE:
+        key = _names(name)[1]
+        raw = [item[2] for item in self._items if item[0] == key]
+        if key not in MULTI_VALUE or not raw:
             return raw
         out: list[str] = []
         for value in raw:
-            out.extend(part.strip(LWS) for part in split_outside_quotes(value, ","))
+            if "," not in value and '"' not in value:
+                out.append(value.strip(LWS))  # one value, and no quote to check: nothing to split
+            else:
+                out.extend([part.strip(LWS) for part in split_outside_quotes(value, ",")])
         return out
 
     def count(self, name: str) -> int:
-        lname = canonical_name(name).lower()
-        return sum(1 for item in self._items if item[0] == lname)
+        key = _names(name)[1]
+        return sum(1 for item in self._items if item[0] == key)
 
     def add(self, name: str, value: str) -> None:
-        canon = _checked(name, value)
-        self._items.append((canon.lower(), canon, value))
-        self._cache.clear()
+        canon, key = _checked(name, value)
+        self._items.append((key, canon, value))
+        if self._cache:
+            self._cache.clear()
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before every other field (a new top Via, RFC 3261 §8.1.1.7)."""
-        canon = _checked(name, value)
-        self._items.insert(0, (canon.lower(), canon, value))
-        self._cache.clear()
+        canon, key = _checked(name, value)
+        self._items.insert(0, (key, canon, value))
+        if self._cache:
+            self._cache.clear()
 
     def set(self, name: str, value: str) -> None:
         """Replace every field called ``name`` by one, at the first one's place (or at the end)."""
-        canon = _checked(name, value)
-        lname = canon.lower()
+        canon, key = _checked(name, value)
         out: list[tuple[str, str, str]] = []
         placed = False
         for item in self._items:
-            if item[0] == lname:
+            if item[0] == key:
                 if not placed:
-                    out.append((lname, item[1], value))
+                    out.append((key, item[1], value))
                     placed = True
             else:
                 out.append(item)
         if not placed:
-            out.append((lname, canon, value))
+            out.append((key, canon, value))
         self._items = out
         self._cache.clear()
 
     def remove(self, name: str) -> None:
-        lname = canonical_name(name).lower()
-        self._items = [item for item in self._items if item[0] != lname]
+        key = _names(name)[1]
+        self._items = [item for item in self._items if item[0] != key]
         self._cache.clear()
 
     def remove_first(self, name: str) -> None:
-        lname = canonical_name(name).lower()
+        key = _names(name)[1]
         for index, item in enumerate(self._items):
-            if item[0] == lname:
+            if item[0] == key:
                 del self._items[index]
                 break
         self._cache.clear()
@@ -223,6 +275,24 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        # The Via of a request we send comes back in each of its responses: the value we wrote
+        # is remembered (``remember``) and the responses' copies are not parsed again.
+        value = _VIAS.get(text)
+        if value is None:
+            value = cls._parse(text)
+            if len(text) <= PARSE_CACHE_MAX_LENGTH:
+                _VIAS.remember(text, value)
+        return value
+
+    def remember(self) -> str:
+        """This Via as text, which ``Via.parse`` then gives back as this value without parsing."""
+        text = str(self)
+        if len(text) <= PARSE_CACHE_MAX_LENGTH:
+            _VIAS.remember(text, self)
+        return text
+
+    @classmethod
+    def _parse(cls, text: str) -> Via:
         match = _VIA.match(text)
         if not match:
             raise SipParseError(f"bad Via {text!r}")
@@ -261,6 +331,31 @@ class Via:
         host = f"[{self.host}]" if ":" in self.host else self.host
         port = "" if self.port is None else f":{self.port}"
         return f"SIP/2.0/{self.transport} {host}{port}{format_params(self.params)}"
+
+
+class _Remembered(Generic[T]):
+    """Values parsed from short texts, the oldest forgotten first past ``size`` of them."""
+
+    __slots__ = ("_size", "_values")
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._values: dict[str, T] = {}
+
+    def get(self, text: str) -> T | None:
+        return self._values.get(text)
+
+    def remember(self, text: str, value: T) -> None:
+        values = self._values
+        if text not in values and len(values) >= self._size:
+            del values[next(iter(values))]
+        values[text] = value
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+_VIAS: _Remembered[Via] = _Remembered(PARSE_CACHE_SIZE)
 
 
 def parse_via_list(values: Iterable[str]) -> list[Via]:
@@ -312,6 +407,18 @@ class NameAddress:
 
 
 def parse_name_addr(text: str) -> NameAddress:
+    """Parse a name-addr or addr-spec with its header parameters (From, To, Contact, Route...).
+
+    The result is an immutable value, and within a dialog the same From, To and Contact texts
+    come back in every message: each text is parsed once and the value shared (the cache is
+    bounded, as for ``parse_uri``).
+    """
+    if len(text) <= PARSE_CACHE_MAX_LENGTH:
+        return _parse_name_addr_cached(text)
+    return _parse_name_addr(text)
+
+
+def _parse_name_addr(text: str) -> NameAddress:
     value = text.strip(LWS)
     if not value:
         raise SipParseError("empty address")
@@ -347,6 +454,9 @@ def parse_name_addr(text: str) -> NameAddress:
         # RFC 4475 badaspec: no whitespace inside the angle brackets.
         raise SipParseError(f"whitespace inside <> in {text!r}")
     return NameAddress(parse_uri(uri_text), display, parse_params(rest[gt + 1 :], context="address"))
+
+
+_parse_name_addr_cached = functools.lru_cache(maxsize=PARSE_CACHE_SIZE)(_parse_name_addr)
 
 
 def parse_address_list(values: Iterable[str]) -> list[NameAddress]:
@@ -423,6 +533,7 @@ __all__ = [
     "Via",
     "canonical_name",
     "check_date",
+    "is_header_name",
     "parse_address_list",
     "parse_call_id",
     "parse_delta",

@@ -14,7 +14,9 @@ length are bounded, and the body must match Content-Length.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from siprec_src.sip.headers import (
     MULTI_VALUE,
@@ -24,13 +26,14 @@ from siprec_src.sip.headers import (
     NameAddress,
     Via,
     check_date,
+    is_header_name,
     parse_address_list,
     parse_call_id,
     parse_delta,
     parse_name_addr,
     parse_via_list,
 )
-from siprec_src.sip.syntax import LWS, SipParseError, is_digits, is_token
+from siprec_src.sip.syntax import LWS, SipParseError, is_digits, is_token, split_outside_quotes
 from siprec_src.sip.uri import SipUri, Uri, parse_uri
 
 SIP_VERSION = "SIP/2.0"
@@ -97,6 +100,17 @@ class _Message:
     @property
     def via(self) -> list[Via]:
         return self.headers.parsed("via", lambda h: parse_via_list(h.get_all("Via")))
+
+    def set_via(self, via: Via) -> None:
+        """Make ``via`` the only Via of the message, its parsed view included.
+
+        For a request we send (RFC 3261 §8.1.1.7: a new top Via for each): the transaction
+        layer reads its branch, and neither it nor the responses (which carry the same Via
+        back) need parse the value just written.
+        """
+        self.headers.remove("Via")
+        self.headers.prepend("Via", via.remember())
+        self.headers.parsed("via", lambda _: [via])
 
     @property
     def top_via(self) -> Via:
@@ -229,8 +243,17 @@ def parse_message(data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Request 
     else:
         head, body = data[:head_end], data[head_end + sep_len :]
     text = head.decode("utf-8", "surrogateescape")
-    lines = text.split("\n")
-    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    crlf = text.count("\r\n")
+    if crlf == text.count("\n") == text.count("\r"):
+        lines = text.split("\r\n")  # every line ends with CRLF, as RFC 3261 §7 wants
+    else:
+        lines = text.split("\n")
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        for line in lines:
+            if "\r" in line:
+                # RFC 3261 §25.1: CR only ever comes as part of CRLF (qdtext and quoted-pair
+                # exclude it); a bare one would reach every header we copy into a response.
+                raise SipParseError(f"bare CR in line {line[:80]!r}")
     # RFC 3261 §7.5: ignore empty lines before the start line.
     while lines and not lines[0]:
         lines.pop(0)
@@ -238,11 +261,6 @@ def parse_message(data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Request 
         raise SipParseError("empty message")
     start = lines[0]
     header_lines = lines[1:]
-    for line in lines:
-        if "\r" in line:
-            # RFC 3261 §25.1: CR only ever comes as part of CRLF (qdtext and quoted-pair exclude
-            # it); a bare one would reach every header we copy into a response and break it.
-            raise SipParseError(f"bare CR in line {line[:80]!r}")
 
     fields: list[tuple[str, str]] = []
     for line in header_lines:
@@ -260,7 +278,7 @@ def parse_message(data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Request 
             continue
         name, colon, value = line.partition(":")
         name = name.rstrip(LWS)
-        if not colon or not is_token(name):
+        if not colon or not is_header_name(name):
             raise SipParseError(f"malformed header line {line!r}")
         fields.append((name, value.strip(LWS)))
         if len(fields) > limits.max_headers:
@@ -324,29 +342,49 @@ def _take_body(headers: Headers, body: bytes) -> bytes:
     return body[:length]
 
 
+# List headers parsed in full by _validate anyway (which also catches their unbalanced quotes).
+_PARSED_LISTS = frozenset(("via", "contact", "record-route", "route"))
+
+
 def _validate(message: Request | Response) -> None:
     """Parse the headers every layer relies on now, so malformed ones are refused at the door."""
     headers = message.headers
+    present = set(headers.lower_names())
     _ = message.via
     # List headers are split at their commas on every read (header_tokens, get_all): an
     # unbalanced quote in any of them (Supported: ", RFC 4475 quotbal) is refused here, once.
-    for name in {name for name, _ in headers if name.lower() in MULTI_VALUE}:
-        headers.get_all(name)
-    for name in ("From", "To"):
-        for value in headers.get_all(name):
-            parse_name_addr(value)
-    for value in headers.get_all("Call-ID"):
-        parse_call_id(value)
-    cseqs = [CSeq.parse(value) for value in headers.get_all("CSeq")]
-    _ = message.contacts
-    _ = message.record_route
-    parse_address_list(headers.get_all("Route"))
-    for value in headers.get_all("Max-Forwards"):
-        parse_delta(value, name="Max-Forwards", maximum=255)
-    for value in headers.get_all("Expires"):
-        parse_delta(value, name="Expires", maximum=2**32 - 1)
-    for value in headers.get_all("Date"):
-        check_date(value)
+    # Only a value with a quote can hold an unbalanced one.
+    for name in (present & MULTI_VALUE) - _PARSED_LISTS:
+        for value in headers.get_all_raw(name):
+            if '"' in value:
+                list(split_outside_quotes(value, ","))
+    # A header that appears once (the rule) is parsed through its cached view, so the layers
+    # above read it without parsing it again; extra copies are only checked (check_request
+    # refuses them in requests).
+    cseqs: list[CSeq] = []
+    if "from" in present:
+        _parse_each(headers.get_all("From"), lambda: message.from_, parse_name_addr)
+    if "to" in present:
+        _parse_each(headers.get_all("To"), lambda: message.to, parse_name_addr)
+    if "call-id" in present:
+        _parse_each(headers.get_all("Call-ID"), lambda: message.call_id, parse_call_id)
+    if "cseq" in present:
+        cseqs = _parse_each(headers.get_all("CSeq"), lambda: message.cseq, CSeq.parse)
+    if "contact" in present:
+        _ = message.contacts
+    if "record-route" in present:
+        _ = message.record_route
+    if "route" in present:
+        parse_address_list(headers.get_all("Route"))
+    if "max-forwards" in present:
+        for value in headers.get_all("Max-Forwards"):
+            parse_delta(value, name="Max-Forwards", maximum=255)
+    if "expires" in present:
+        for value in headers.get_all("Expires"):
+            parse_delta(value, name="Expires", maximum=2**32 - 1)
+    if "date" in present:
+        for value in headers.get_all("Date"):
+            check_date(value)
     if isinstance(message, Request):
         # RFC 3261 §8.1.1.5 / §12.2.1.1: the CSeq method matches the request method (RFC 4475 mismatch01/02).
         for cseq in cseqs:
@@ -354,6 +392,15 @@ def _validate(message: Request | Response) -> None:
                 raise SipParseError(
                     f"CSeq method {cseq.method} does not match request method {message.method}"
                 )
+
+
+_V = TypeVar("_V")
+
+
+def _parse_each(values: list[str], cached: Callable[[], _V], parse: Callable[[str], _V]) -> list[_V]:
+    if len(values) == 1:
+        return [cached()]
+    return [parse(value) for value in values]
 
 
 def error_reason_phrase(error: SipParseError) -> str:
@@ -374,12 +421,17 @@ def check_request(request: Request) -> None:
     Raises ``SipParseError`` with status 400 naming the missing or duplicated header, 483 for
     Max-Forwards 0 on a request that would be forwarded is a proxy matter and not checked.
     """
-    missing = [name for name in MANDATORY_REQUEST_HEADERS if name not in request.headers]
+    present: set[str] = set()
+    twice: set[str] = set()
+    for key in request.headers.lower_names():
+        if key in present and key in SINGLE_VALUE:
+            twice.add(key)
+        present.add(key)
+    missing = [name for name in MANDATORY_REQUEST_HEADERS if name.lower() not in present]
     if missing:
         raise SipParseError(f"missing mandatory header(s): {', '.join(missing)}")
-    for name in SINGLE_VALUE:
-        if request.headers.count(name) > 1:
-            raise SipParseError(f"header {name} appears more than once")
+    if twice:
+        raise SipParseError(f"header {min(twice)} appears more than once")
 
 
 def response_to(

@@ -212,7 +212,7 @@ class _Transaction(ABC):
         self.destination = destination  # where requests (client) or responses (server) go
         self.state = State.TRYING
         self.timers: dict[str, int] = {}  # timer name -> token of its live heap entry
-        self.keys: list[_Key] = []  # the match-table keys to remove when the transaction ends
+        self.keys: tuple[_Key, ...] = ()  # the match-table keys to remove when the transaction ends
 
     @property
     def config(self) -> TimerConfig:
@@ -288,7 +288,7 @@ class _ClientInvite(_Transaction):
         self.ack: bytes | None = None
         # RFC 3261 §17.1.1.3: the ACK copies these from the INVITE. They are captured now so a TU
         # that reuses or changes its Request object afterwards cannot change our ACK.
-        self.ack_base = _AckBase.of(request)
+        self.ack_base: _AckBase | None = _AckBase.of(request)
 
     def start(self, now: float) -> None:
         self._send(self.wire)
@@ -314,11 +314,14 @@ class _ClientInvite(_Transaction):
                 self._stop_timers("A", "B", "guard")
                 self._start_timer("M", self.config.transaction_timeout, now)
                 self.state = State.ACCEPTED
+                self._settled()
             else:
+                assert self.ack_base is not None  # kept until a final answer came
                 self.ack = self.ack_base.build(response)
                 self._send(self.ack)
                 self._stop_timers("A", "B", "guard")
                 self.state = State.COMPLETED
+                self._settled()
                 self._linger("D", 0.0 if self.reliable else self.config.timer_d, now)
         elif self.state == State.ACCEPTED:
             if 200 <= status < 300:
@@ -328,6 +331,13 @@ class _ClientInvite(_Transaction):
                 self._send(self.ack)  # §17.1.1.2: the final answer was retransmitted, our ACK was lost
             elif 200 <= status < 300:
                 self._emit(StrayResponseReceived(response, source))
+
+    def _settled(self) -> None:
+        # The INVITE is never sent again once a final answer came (only our ACK, in Completed),
+        # and Accepted and Completed last 32 s: a sidecar holds the transactions of every call
+        # of the last 32 s, so they keep no more than matching and absorbing need.
+        self.wire = b""
+        self.ack_base = None
 
     def on_timer(self, name: str, now: float) -> None:
         if name == "A" and self.state == State.CALLING:
@@ -381,6 +391,7 @@ class _ClientNonInvite(_Transaction):
         else:
             self._stop_timers("E", "F")
             self.state = State.COMPLETED
+            self.wire = b""  # never sent again: Completed only absorbs (kept for Timer K)
             self._linger("K", 0.0 if self.reliable else self.config.t4, now)
 
     def on_timer(self, name: str, now: float) -> None:
@@ -399,39 +410,43 @@ class _ClientNonInvite(_Transaction):
 
 
 class _ServerTransaction(_Transaction):
-    """What both server transactions share: the request, the last response sent, its bytes."""
+    """What both server transactions share: where the request came from, the last response's bytes.
 
-    __slots__ = ("last_response", "last_wire", "request", "rfc2543", "source")
+    The request itself goes up to the TU at ``start`` and is not kept: retransmissions are
+    matched by the layer's keys and answered from ``last_wire``, for up to 32 s (Timers J, L).
+    """
+
+    __slots__ = ("last_to_tag", "last_wire", "rfc2543", "source")
 
     def __init__(
         self,
         layer: TransactionLayer,
         transaction_id: str,
-        request: Request,
+        method: str,
         source: Destination,
         destination: Destination,
         rfc2543: bool,
     ):
-        super().__init__(layer, transaction_id, request.method, destination)
-        self.request = request
+        super().__init__(layer, transaction_id, method, destination)
         self.source = source
         self.rfc2543 = rfc2543
-        self.last_response: Response | None = None
         self.last_wire: bytes | None = None
+        self.last_to_tag: str | None = None  # of the last response, for RFC 2543 ACK matching
 
     def _respond(self, response: Response) -> None:
         wire = bytes(response)
         self._send(wire)
-        self.last_response = response
         self.last_wire = wire
+        if self.rfc2543:
+            self.last_to_tag = response.to.tag
 
     def _resend_last(self) -> None:
         if self.last_wire is not None:
             self._send(self.last_wire)
 
     @abstractmethod
-    def start(self, now: float) -> None:
-        """Enter the first state (send, arm timers)."""
+    def start(self, request: Request, now: float) -> None:
+        """Pass ``request`` up and enter the first state (send, arm timers)."""
 
     @abstractmethod
     def on_request(self, request: Request, now: float) -> None:
@@ -471,20 +486,20 @@ class _ServerInvite(_ServerTransaction):
         self,
         layer: TransactionLayer,
         transaction_id: str,
-        request: Request,
+        method: str,
         source: Destination,
         destination: Destination,
         rfc2543: bool,
     ):
-        super().__init__(layer, transaction_id, request, source, destination, rfc2543)
+        super().__init__(layer, transaction_id, method, source, destination, rfc2543)
         self.interval = self.config.t1
 
-    def start(self, now: float) -> None:
-        self._emit(RequestReceived(self.id, self.request, self.source))
+    def start(self, request: Request, now: float) -> None:
+        self._emit(RequestReceived(self.id, request, self.source))
         # §17.2.1: answer 100 at once (we cannot know the TU will answer within 200 ms), so the
         # client stops retransmitting; §8.2.6.1 copies a Timestamp into it.
-        trying = response_to(self.request, 100)
-        timestamp = self.request.headers.get("Timestamp")
+        trying = response_to(request, 100)
+        timestamp = request.headers.get("Timestamp")
         if timestamp is not None:
             trying.headers.add("Timestamp", timestamp)
         self._respond(trying)
@@ -500,8 +515,7 @@ class _ServerInvite(_ServerTransaction):
         if not self.rfc2543:
             return True
         # §17.2.3: an RFC 2543 ACK also has the To tag of the response it acknowledges.
-        sent = self.last_response
-        return sent is not None and sent.to.tag == ack.to.tag
+        return self.last_wire is not None and self.last_to_tag == ack.to.tag
 
     def on_ack(self, ack: Request, source: Destination, now: float) -> None:
         if self.state == State.ACCEPTED:
@@ -563,8 +577,8 @@ class _ServerNonInvite(_ServerTransaction):
 
     __slots__ = ()
 
-    def start(self, now: float) -> None:
-        self._emit(RequestReceived(self.id, self.request, self.source))
+    def start(self, request: Request, now: float) -> None:
+        self._emit(RequestReceived(self.id, request, self.source))
         self.state = State.TRYING
 
     def on_request(self, request: Request, now: float) -> None:
@@ -689,7 +703,7 @@ class TransactionLayer:
             tx = _ClientInvite(self, transaction_id, request, destination)
         else:
             tx = _ClientNonInvite(self, transaction_id, request, destination)
-        tx.keys.append(key)
+        tx.keys = (key,)
         self._clients[key] = tx
         self._transactions[transaction_id] = tx
         tx.start(now)
@@ -779,13 +793,13 @@ class TransactionLayer:
         destination = response_destination(via, source)
         server: _ServerInvite | _ServerNonInvite
         if request.method == "INVITE":
-            server = _ServerInvite(self, transaction_id, request, source, destination, rfc2543)
+            server = _ServerInvite(self, transaction_id, request.method, source, destination, rfc2543)
         else:
-            server = _ServerNonInvite(self, transaction_id, request, source, destination, rfc2543)
-        server.keys.append(keys[0])
+            server = _ServerNonInvite(self, transaction_id, request.method, source, destination, rfc2543)
+        server.keys = (keys[0],)
         self._servers[keys[0]] = server
         self._transactions[transaction_id] = server
-        server.start(now)
+        server.start(request, now)
 
     def _reject(self, request: Request, source: Destination, error: SipParseError) -> None:
         """Answer a request we cannot process statelessly, when it can be answered at all."""

@@ -8,6 +8,7 @@ an unknown scheme): the parser accepts it and the UA layer decides (416, RFC 447
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, replace
@@ -155,8 +156,21 @@ def parse_host_port(text: str, *, context: str) -> tuple[str, int | None]:
     return host, int(port_text)
 
 
+# Parsed URIs are immutable values, and the same few come back in every message of every call
+# (our Contact, the SRS's, the From URI): each is parsed once and then shared. What a peer sends
+# can only evict entries; long texts are parsed every time rather than kept.
+PARSE_CACHE_SIZE = 1024
+PARSE_CACHE_MAX_LENGTH = 256
+
+
 def parse_uri(text: str) -> Uri:
     """Parse a URI as it appears in a Request-URI or inside ``<...>``."""
+    if len(text) <= PARSE_CACHE_MAX_LENGTH:
+        return _parse_uri_cached(text)
+    return _parse_uri(text)
+
+
+def _parse_uri(text: str) -> Uri:
     scheme, colon, rest = text.partition(":")
     if not colon or not _SCHEME.match(scheme):
         raise SipParseError(f"bad URI {text!r}: no scheme")
@@ -197,3 +211,6 @@ def parse_uri(text: str) -> Uri:
                 raise SipParseError(f"{context}: bad URI header {piece!r}")
             headers.append((name, value))
     return SipUri(lscheme, host, user, password, port, tuple(params), tuple(headers))
+
+
+_parse_uri_cached = functools.lru_cache(maxsize=PARSE_CACHE_SIZE)(_parse_uri)

@@ -96,7 +96,8 @@ class ResponseReceived(UaEvent):
 
 @dataclass(frozen=True, slots=True)
 class RequestFailed(UaEvent):
-    """Our request got no response: 408 for a timeout, 503 for a transport failure (§8.1.3.1)."""
+    """Our request got no final response: 408 for a timeout, 503 for a transport failure
+    (§8.1.3.1), 481 for a re-INVITE whose dialog ended during its glare back-off (§14.1, §15)."""
 
     request_id: int
     status: int
@@ -178,7 +179,8 @@ class _ClientRequest:
     destination: Destination
     via_address: tuple[str, int] | None
     dialog_id: DialogId | None
-    auth: DigestSession
+    credentials: tuple[Credentials, ...]
+    auth: DigestSession | None = None  # made at the first 401/407: most requests meet none
     tx_id: str | None = None
     provisional_seen: bool = False
     cancel_wanted: bool = False
@@ -314,7 +316,7 @@ class UserAgentCore:
             destination=destination,
             via_address=via_address,
             dialog_id=None,
-            auth=DigestSession(tuple(credentials if credentials is not None else self.config.credentials)),
+            credentials=tuple(credentials if credentials is not None else self.config.credentials),
         )
         self._clients[client.id] = client
         self._transmit(client, now)
@@ -352,7 +354,7 @@ class UserAgentCore:
             destination=self._next_hop(dialog),
             via_address=None,
             dialog_id=dialog_id,
-            auth=DigestSession(tuple(credentials if credentials is not None else self.config.credentials)),
+            credentials=tuple(credentials if credentials is not None else self.config.credentials),
             rebody=rebody,
         )
         self._clients[client.id] = client
@@ -418,15 +420,13 @@ class UserAgentCore:
     def _stamp(self, request: Request, destination: Destination, via_address: tuple[str, int] | None) -> None:
         """Top Via with a new branch and rport (RFC 3261 §8.1.1.7, RFC 3581), plus the fixed headers."""
         host, port = via_address or self._local(destination.transport)
-        via = Via(
-            destination.transport.upper(), host, port, (("branch", self._new_branch()), ("rport", None))
-        )
-        request.headers.remove("Via")
-        request.headers.prepend("Via", str(via))
         if "Max-Forwards" not in request.headers:
             request.headers.add("Max-Forwards", str(self.config.max_forwards))
         if self.config.user_agent and "User-Agent" not in request.headers:
             request.headers.add("User-Agent", self.config.user_agent)
+        # Last, so that the parsed view it leaves is not dropped by another change.
+        branch = (("branch", self._new_branch()), ("rport", None))
+        request.set_via(Via(destination.transport.upper(), host, port, branch))
 
     def _transmit(self, client: _ClientRequest, now: float) -> None:
         self._stamp(client.request, client.destination, client.via_address)
@@ -616,10 +616,17 @@ class UserAgentCore:
         if kind is _Kind.RETRY:
             assert isinstance(key, int)
             client = self._clients.get(key)
-            if client is None or client.dialog_id not in self.dialogs:
+            if client is None:
                 return
-            dialog = self.dialogs[client.dialog_id]
             client.backing_off = False
+            dialog = self.dialogs.get(client.dialog_id) if client.dialog_id is not None else None
+            if dialog is None or dialog.state is DialogState.TERMINATED:
+                # RFC 3261 §15: once a BYE (ours or the peer's) ended the dialog during the
+                # back-off, no request may be sent in it; the retry is given up.
+                client.final = True
+                self._forget(client)
+                self._events.append(RequestFailed(client.id, 481, "dialog ended during the glare back-off"))
+                return
             # A retried request is a new request: new CSeq (RFC 3261 §14.1 "attempt once more").
             dialog.local_cseq += 1
             dialog.invite_cseq = dialog.local_cseq
@@ -687,10 +694,24 @@ class UserAgentCore:
         if client is None or client.final:
             return
         client.final = True
+        self._forget(client)
         self._events.append(RequestFailed(client.id, status, reason))
         if client.dialog_id is not None and client.dialog_id in self.dialogs:
             # RFC 3261 §12.2.1.2: a 408 or no answer to an in-dialog request ends the dialog.
             self._terminate(client.dialog_id, reason, now, by_peer=False)
+
+    def _forget(self, client: _ClientRequest) -> None:
+        """Drop a request that got its final answer, unless more may come for it.
+
+        Only a 2xx to an INVITE is followed by more: retransmissions to ACK and other forks'
+        answers, for as long as its transaction stays in Accepted (RFC 6026 §8.4). After any
+        other final answer the transaction absorbs what comes (RFC 3261 §17.1.1.2, §17.1.2.2)
+        and nothing reaches the request any more, so a sidecar does not keep every BYE of the
+        last Timer K (or INVITE of the last Timer D) seconds.
+        """
+        del self._clients[client.id]
+        if client.tx_id is not None:
+            self._client_by_tx.pop(client.tx_id, None)
 
     def _on_response(self, tx_id: str, response: Response, now: float) -> None:
         client = self._client_for(tx_id)
@@ -716,6 +737,7 @@ class UserAgentCore:
         if glare and self._glare_backoff(client, now):
             return
         client.final = True
+        self._forget(client)
         if client.dialog_id is not None and status in (408, 481):
             self._terminate(client.dialog_id, f"{status} {response.reason}", now, by_peer=True)
         self._events.append(ResponseReceived(client.id, response))
@@ -725,6 +747,8 @@ class UserAgentCore:
         request = client.request
         try:
             challenge = select_challenge(response.headers.get_all(header))
+            if client.auth is None:
+                client.auth = DigestSession(client.credentials)
             answer = client.auth.answer(challenge, request.method, str(request.uri), request.body)
         except RemoteProtocolError:
             # A challenge we cannot answer (another scheme, an unknown algorithm or qop, -sess
@@ -763,6 +787,12 @@ class UserAgentCore:
         return True
 
     def _on_invite_2xx(self, client: _ClientRequest, response: Response, now: float) -> None:
+        if client.request.body:
+            # After a 2xx the INVITE is never sent again (no auth or glare retry, RFC 6026 §8.4),
+            # yet it is kept until Timer M for other forks' 2xx, which need its headers only:
+            # its body (SDP and metadata, a few KiB) is not kept for those 32 s.
+            invite = client.request
+            client.request = Request(invite.method, invite.uri, invite.headers)
         dialog_id = dialog_id_of(response)
         if dialog_id is None:
             return
@@ -782,6 +812,7 @@ class UserAgentCore:
             return
         dialog = Dialog.from_uac(client.request, response)
         dialog.destination = client.destination
+        dialog_id = dialog.id  # the same value, one object for every table that keys on it
         self.dialogs[dialog_id] = dialog
         self._send_ack(dialog)
         if client.established is not None or client.cancelled:

@@ -264,6 +264,32 @@ def test_reinvite_glare_backs_off_and_retries() -> None:
     assert finals.count(200) == 3  # initial INVITE + both retried re-INVITEs
 
 
+def test_a_reinvite_in_glare_back_off_is_given_up_when_the_dialog_ends() -> None:
+    # RFC 3261 §15: after the BYE no request may be sent in the dialog, not even the re-INVITE
+    # that was waiting out its §14.1 back-off; the TU hears that it failed.
+    link, uac, uas = pair()
+    request_id = start_invite(uac)
+    link.run(until=1.0)
+    uac_dialog = uac.core.dialog_of(request_id)
+    uas_dialog = next(e.dialog_id for e in uas.of(DialogEstablished) if isinstance(e, DialogEstablished))
+    assert uac_dialog is not None
+    uac.on_event = answer_with(200, body=b"v=0\r\n", content_type="application/sdp")
+    link.latency = 0.05
+    reinvite = uac.core.send_in_dialog(
+        uac_dialog, "INVITE", uac.now, body=b"v=0\r\n", content_type="application/sdp"
+    )
+    uas.core.send_in_dialog(uas_dialog, "INVITE", uas.now, body=b"v=0\r\n", content_type="application/sdp")
+    link.run(until=1.5)
+    assert uac.of(GlareBackoffStarted)  # the UAC waits 2.1-4 s before retrying
+    uac.core.bye(uac_dialog, uac.now)
+    link.run()
+    bye_at = link.sent(request("BYE"))[0].sent_at
+    assert not [p for p in link.sent(request("INVITE")) if p.sender == "uac" and p.sent_at > bye_at]
+    failed = [e for e in uac.of(RequestFailed) if isinstance(e, RequestFailed) and e.request_id == reinvite]
+    assert [(e.status, e.reason) for e in failed] == [(481, "dialog ended during the glare back-off")]
+    assert not uac.core._clients  # nothing left waiting for a retry that will not come
+
+
 def test_digest_authentication_succeeds_and_never_loops() -> None:
     def challenge(agent: Agent, event: UaEvent) -> None:
         if not isinstance(event, RequestReceived):
