@@ -28,7 +28,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -714,19 +714,25 @@ def _run_gen(
 # ---- ports -----------------------------------------------------------------------------------
 
 
-def bound_udp_ports() -> set[int]:
-    """Local ports of every UDP socket in this network namespace (/proc/net/udp and udp6)."""
-    ports: set[int] = set()
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
+def proc_net_rows(protocol: str) -> Iterator[list[str]]:
+    """The fields of every socket row of /proc/net/PROTOCOL and PROTOCOL6 ("udp", "tcp") of this
+    network namespace, header left out; a table that cannot be read yields nothing."""
+    for table in (f"/proc/net/{protocol}", f"/proc/net/{protocol}6"):
         try:
             lines = Path(table).read_text(encoding="ascii").splitlines()[1:]
         except OSError:
             continue
         for line in lines:
-            fields = line.split()
-            if len(fields) > 1 and ":" in fields[1]:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+            yield line.split()
+
+
+def bound_udp_ports() -> set[int]:
+    """Local ports of every UDP socket in this network namespace (/proc/net/udp and udp6)."""
+    return {
+        int(fields[1].rsplit(":", 1)[1], 16)
+        for fields in proc_net_rows("udp")
+        if len(fields) > 1 and ":" in fields[1]
+    }
 
 
 def _ephemeral_low() -> int:

@@ -121,6 +121,7 @@ import numpy as np
 
 from benchmarks.loadgen import GenResult, free_port_range
 from benchmarks.loadgen.build import build
+from benchmarks.loadgen.runner import proc_net_rows
 from benchmarks.report import RESULTS_DIR, format_rows, machine, write_report
 
 HOST: Final = "127.0.0.1"
@@ -225,25 +226,16 @@ def _diag_socket(data: bytes, offset: int, length: int) -> UdpSocket:
 
 
 def _proc_udp() -> list[UdpSocket]:
-    found: list[UdpSocket] = []
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            lines = Path(table).read_text(encoding="ascii").splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 13:
-                continue
-            found.append(
-                UdpSocket(
-                    port=int(fields[1].rsplit(":", 1)[1], 16),
-                    rx_queue=int(fields[4].split(":")[1], 16),
-                    drops=int(fields[12]),
-                    inode=int(fields[9]),
-                )
-            )
-    return found
+    return [
+        UdpSocket(
+            port=int(fields[1].rsplit(":", 1)[1], 16),
+            rx_queue=int(fields[4].split(":")[1], 16),
+            drops=int(fields[12]),
+            inode=int(fields[9]),
+        )
+        for fields in proc_net_rows("udp")
+        if len(fields) >= 13
+    ]
 
 
 def udp_sockets() -> list[UdpSocket]:
@@ -289,17 +281,11 @@ def _socket_inodes(pid: int) -> tuple[int, set[int]]:
 def _tcp_inodes() -> dict[int, str]:
     """inode -> "tcp LOCALPORT->REMOTEPORT STATE" of every TCP socket (to name an fd)."""
     named: dict[int, str] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text(encoding="ascii").splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 9:
-                local = int(fields[1].rsplit(":", 1)[1], 16)
-                remote = int(fields[2].rsplit(":", 1)[1], 16)
-                named[int(fields[9])] = f"tcp {local}->{remote} st{fields[3]}"
+    for fields in proc_net_rows("tcp"):
+        if len(fields) > 9:
+            local = int(fields[1].rsplit(":", 1)[1], 16)
+            remote = int(fields[2].rsplit(":", 1)[1], 16)
+            named[int(fields[9])] = f"tcp {local}->{remote} st{fields[3]}"
     return named
 
 

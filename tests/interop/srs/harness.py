@@ -52,6 +52,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, cast
 
+from benchmarks.loadgen.runner import proc_net_rows
+
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
 Transport = Literal["udp", "tcp", "tls"]
@@ -200,15 +202,12 @@ def _listed_in_proc(transport: str, host: str, port: int) -> bool:
     wanted_state = "07" if proto == "udp" else "0A"  # TCP_CLOSE (a bound UDP socket), TCP_LISTEN
     wildcard = {"00000000", "00000000000000000000000000000000"}
     loopback = {"127.0.0.1": "0100007F", "::1": "00000000000000000000000001000000"}.get(host)
-    for table in (f"/proc/net/{proto}", f"/proc/net/{proto}6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if len(fields) < 4 or fields[3] != wanted_state:
-                    continue
-                address, _, port_hex = fields[1].rpartition(":")
-                if int(port_hex, 16) == port and (address in wildcard or address == loopback):
-                    return True
+    for fields in proc_net_rows(proto):
+        if len(fields) < 4 or fields[3] != wanted_state:
+            continue
+        address, _, port_hex = fields[1].rpartition(":")
+        if int(port_hex, 16) == port and (address in wildcard or address == loopback):
+            return True
     return False
 
 
