@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 from siprec_src.sip.auth import Credentials, verify_authorization
+from siprec_src.sip.dialog import DialogId
 from siprec_src.sip.message import Request, Response, parse_message, response_to
 from siprec_src.sip.target import Destination
 from siprec_src.sip.transaction import TransactionLayer
@@ -24,7 +25,7 @@ from siprec_src.sip.useragent import (
     ResponseReceived,
     UaConfig,
 )
-from tests.sip.fakenet import request, response
+from tests.sip.fakenet import FakeLink, request, response
 from tests.sip.test_useragent import UAS_ADDR, Agent, pair, start_invite
 
 
@@ -38,12 +39,19 @@ def _finals(agent: Agent, method: str) -> list[int]:
     ]
 
 
-def test_a_bye_is_forgotten_with_its_answer_and_its_transaction_still_absorbs() -> None:
-    link, uac, _ = pair()
+def in_call(uac_config: UaConfig | None = None) -> tuple[FakeLink, Agent, Agent, int, DialogId]:
+    """A UAC and a UAS one virtual second into an answered call: link, uac, uas, the INVITE's
+    request id and the dialog."""
+    link, uac, uas = pair(uac_config=uac_config)
     request_id = start_invite(uac)
     link.run(until=1.0)
     dialog_id = uac.core.dialog_of(request_id)
     assert dialog_id is not None
+    return link, uac, uas, request_id, dialog_id
+
+
+def test_a_bye_is_forgotten_with_its_answer_and_its_transaction_still_absorbs() -> None:
+    link, uac, _, request_id, dialog_id = in_call()
     bye_id = uac.core.bye(dialog_id, uac.now)
     link.run(until=2.0)
     assert _finals(uac, "BYE") == [200]
@@ -59,11 +67,7 @@ def test_a_bye_is_forgotten_with_its_answer_and_its_transaction_still_absorbs() 
 
 
 def test_a_2xx_retransmitted_after_the_bye_is_acked_again_not_taken_for_a_new_dialog() -> None:
-    link, uac, _ = pair()
-    request_id = start_invite(uac)
-    link.run(until=1.0)
-    dialog_id = uac.core.dialog_of(request_id)
-    assert dialog_id is not None
+    link, uac, _, _, dialog_id = in_call()
     uac.core.bye(dialog_id, uac.now)
     link.run(until=2.0)
     acks_before = len(link.sent(request("ACK")))
@@ -78,11 +82,7 @@ def test_a_2xx_retransmitted_after_the_bye_is_acked_again_not_taken_for_a_new_di
 
 def test_a_challenged_bye_is_answered_with_credentials() -> None:
     # Digest state is made only when a request meets its first challenge (most never do).
-    link, uac, uas = pair(uac_config=UaConfig(credentials=(Credentials("src", "secret"),)))
-    request_id = start_invite(uac)
-    link.run(until=1.0)
-    dialog_id = uac.core.dialog_of(request_id)
-    assert dialog_id is not None
+    link, uac, uas, _, dialog_id = in_call(UaConfig(credentials=(Credentials("src", "secret"),)))
     link.drop(request("BYE"))  # the SRS "answers" the first BYE with the 401 below
     uac.core.bye(dialog_id, uac.now)
     link.run(until=1.1)  # before Timer E would resend it
@@ -106,11 +106,7 @@ def test_a_challenged_bye_is_answered_with_credentials() -> None:
 
 
 def test_client_transactions_keep_no_copy_of_a_request_nothing_will_resend() -> None:
-    link, uac, _ = pair()
-    request_id = start_invite(uac)
-    link.run(until=1.0)
-    dialog_id = uac.core.dialog_of(request_id)
-    assert dialog_id is not None
+    link, uac, _, _, dialog_id = in_call()
     uac.core.bye(dialog_id, uac.now)
     link.run(until=2.0)
     layer: TransactionLayer = uac.core.transactions
