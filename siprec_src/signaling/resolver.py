@@ -27,13 +27,16 @@ class ResolutionError(SiprecError):
 
 
 @functools.lru_cache(maxsize=1024)
-def _is_ip_address(text: str) -> bool:
-    # Asked for every recording attempt, nearly always about the same few SRS addresses.
+def ip_family(host: str) -> int | None:
+    """AF_INET or AF_INET6 for an IP address, None for anything else (a host name).
+
+    Asked on every send and every recording attempt, nearly always about the same few
+    addresses, hence the cache.
+    """
     try:
-        ipaddress.ip_address(text)
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
-        return False
-    return True
+        return None
 
 
 async def resolve(host: str, port: int, transport: str) -> list[tuple[str, int]]:
@@ -44,7 +47,7 @@ async def resolve(host: str, port: int, transport: str) -> list[tuple[str, int]]
     if transport not in TRANSPORTS:
         raise ValueError(f"unknown transport {transport!r}; expected one of {TRANSPORTS}")
     literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if _is_ip_address(literal):
+    if ip_family(literal) is not None:
         return [(literal, port)]
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     loop = asyncio.get_running_loop()

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from siprec_src.errors import ConfigError, LocalProtocolError, SiprecError
+from siprec_src.signaling.resolver import ip_family
 from siprec_src.sip.framer import FramingError, StreamFramer
 from siprec_src.sip.message import DEFAULT_LIMITS, ParseLimits, Request, Response, parse_message
 from siprec_src.sip.syntax import SipParseError
@@ -130,18 +131,6 @@ class TlsConfig:
 def _destination(transport: str, sockaddr: tuple[str, int] | tuple[str, int, int, int]) -> Destination:
     # IPv6 socket addresses carry flowinfo and scope id as well; SIP only needs IP and port.
     return Destination(transport, str(sockaddr[0]), int(sockaddr[1]))
-
-
-@functools.lru_cache(maxsize=1024)
-def _family(host: str) -> int | None:
-    """AF_INET or AF_INET6 for an IP address, None for anything else (a host name).
-
-    Asked on every send about the few addresses a SIP element talks to, hence the cache.
-    """
-    try:
-        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:
-        return None
 
 
 class _DatagramEndpoint(asyncio.DatagramProtocol):
@@ -354,7 +343,7 @@ class SipTransport:
         """
         if self._closed or not self._started:
             raise LocalProtocolError("SipTransport is not running")
-        if _family(destination.host) is None:
+        if ip_family(destination.host) is None:
             raise LocalProtocolError(f"cannot send to {destination}: resolve the host to an IP address first")
         if destination.transport == "udp":
             self._send_datagram(data, destination)
@@ -393,9 +382,9 @@ class SipTransport:
 
     def _datagram_endpoint(self, host: str) -> _DatagramEndpoint | None:
         """The UDP socket to send to ``host`` from: the first one of its address family."""
-        family = _family(host)
+        family = ip_family(host)
         for endpoint in self._udp:
-            if endpoint.transport is not None and _family(endpoint.local.host) == family:
+            if endpoint.transport is not None and ip_family(endpoint.local.host) == family:
                 return endpoint
         return None
 
@@ -404,7 +393,7 @@ class SipTransport:
             raise self._failure(destination, f"{len(data)} bytes do not fit in a UDP datagram")
         endpoint = self._datagram_endpoint(destination.host)
         if endpoint is None or endpoint.transport is None:
-            version = "IPv6" if _family(destination.host) == socket.AF_INET6 else "IPv4"
+            version = "IPv6" if ip_family(destination.host) == socket.AF_INET6 else "IPv4"
             raise self._failure(destination, f"no {version} UDP socket to send from")
         endpoint.transport.sendto(data, (destination.host, destination.port))
 
@@ -459,9 +448,9 @@ class SipTransport:
     def _source_address(self, destination: Destination) -> tuple[str, int] | None:
         # A listener bound to one address of a multi-homed host (an edge) means "speak from
         # here": connect from that address so the peer sees the address our Via advertises.
-        family = _family(destination.host)
+        family = ip_family(destination.host)
         for bound in self._bound:
-            if bound.transport == destination.transport and _family(bound.host) == family:
+            if bound.transport == destination.transport and ip_family(bound.host) == family:
                 if ipaddress.ip_address(bound.host).is_unspecified:
                     return None
                 return bound.host, 0
